@@ -1,0 +1,180 @@
+//! The 8250/16550A UART (vm-superio's model) as the guest console: output
+//! goes to a writer (lkvm's stdout), input comes from the host terminal
+//! through a queue that refills the 64-byte receive FIFO as the guest drains
+//! it.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+
+use crate::bus::{lock, BusDevice};
+use crate::irq::IrqLine;
+use crate::term::ConsoleSink;
+
+/// The legacy COM1 port and its ISA interrupt.
+pub const COM1_PORT: u64 = 0x3f8;
+pub const COM1_IRQ: u32 = 4;
+/// Registers of one UART.
+pub const UART_LEN: u64 = 8;
+
+/// Input beyond this is dropped: a guest that never reads its UART must not
+/// make lkvm buffer without bound.
+const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+struct IrqTrigger(IrqLine);
+
+impl Trigger for IrqTrigger {
+    type E = crate::irq::Error;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.raise()
+    }
+}
+
+pub struct Serial8250 {
+    uart: Serial<IrqTrigger, NoEvents, Box<dyn Write + Send>>,
+    pending: VecDeque<u8>,
+}
+
+impl Serial8250 {
+    pub fn new(irq: IrqLine, out: Box<dyn Write + Send>) -> Self {
+        Serial8250 {
+            uart: Serial::new(IrqTrigger(irq), out),
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn refill(&mut self) {
+        while !self.pending.is_empty() && self.uart.fifo_capacity() > 0 {
+            let (front, _) = self.pending.as_slices();
+            let n = front.len().min(self.uart.fifo_capacity());
+            match self.uart.enqueue_raw_bytes(&front[..n]) {
+                Ok(done) => {
+                    self.pending.drain(..done);
+                }
+                Err(e) => {
+                    log::debug!("serial: cannot queue input: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, bytes: &[u8]) {
+        let room = MAX_PENDING_INPUT.saturating_sub(self.pending.len());
+        if bytes.len() > room {
+            log::debug!(
+                "serial: guest is not reading; dropping {} input bytes",
+                bytes.len() - room
+            );
+        }
+        self.pending.extend(&bytes[..bytes.len().min(room)]);
+        self.refill();
+    }
+}
+
+impl BusDevice for Serial8250 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let Some(first) = data.first_mut() else {
+            return;
+        };
+        *first = match u8::try_from(offset) {
+            Ok(reg) if offset < UART_LEN => self.uart.read(reg),
+            _ => 0xff,
+        };
+        if offset == 0 {
+            self.refill();
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let (Some(&value), Ok(reg)) = (data.first(), u8::try_from(offset)) else {
+            return;
+        };
+        if offset >= UART_LEN {
+            return;
+        }
+        if let Err(e) = self.uart.write(reg, value) {
+            log::debug!("serial: write of {value:#x} to register {reg}: {e}");
+        }
+    }
+}
+
+/// Feeds host console input into a UART.
+pub struct SerialConsole(pub Arc<Mutex<Serial8250>>);
+
+impl ConsoleSink for SerialConsole {
+    fn queue_input(&self, bytes: &[u8]) {
+        lock(&self.0).queue(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::testing::RecordingChip;
+    use crate::irq::Trigger as IrqTriggerMode;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn uart() -> (Serial8250, Capture, Arc<RecordingChip>) {
+        let chip = Arc::new(RecordingChip::default());
+        let out = Capture::default();
+        let line = IrqLine::new(chip.clone(), COM1_IRQ, IrqTriggerMode::Edge);
+        (Serial8250::new(line, Box::new(out.clone())), out, chip)
+    }
+
+    #[test]
+    fn transmitted_bytes_reach_the_writer_unchanged() {
+        let (mut u, out, _) = uart();
+        for b in b"hi\r\n\x00\xff" {
+            u.write(0, &[*b]);
+        }
+        assert_eq!(*out.0.lock().unwrap(), b"hi\r\n\x00\xff");
+    }
+
+    #[test]
+    fn input_beyond_the_fifo_is_delivered_as_the_guest_reads() {
+        let (mut u, _, chip) = uart();
+        u.write(1, &[0x01]); // IER: received-data interrupt
+        let input: Vec<u8> = (0..200u8).collect();
+        u.queue(&input);
+        assert!(!chip.take().is_empty(), "RDA interrupt raised");
+        let mut got = Vec::new();
+        let mut lsr = [0u8];
+        for _ in 0..1000 {
+            u.read(5, &mut lsr);
+            if lsr[0] & 1 == 0 {
+                break;
+            }
+            let mut b = [0u8];
+            u.read(0, &mut b);
+            got.push(b[0]);
+        }
+        assert_eq!(got, input);
+    }
+
+    #[test]
+    fn odd_offsets_and_sizes_do_not_panic() {
+        let (mut u, _, _) = uart();
+        let mut buf = [0u8; 4];
+        u.read(9, &mut buf);
+        assert_eq!(buf[0], 0xff);
+        u.read(0, &mut []);
+        u.write(0x100, &[1]);
+        u.write(3, &[]);
+    }
+}

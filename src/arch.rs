@@ -1,0 +1,146 @@
+//! The architecture seam: the hooks each architecture directory implements
+//! (kvmtool's `kvm__arch_*` / `kvm_cpu__arch_*`), and the one place that picks
+//! the host's implementation.
+
+use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::config::VmConfig;
+use crate::control::VmControl;
+use crate::irq::IrqChip;
+use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::memory::{GuestMemory, RamRange};
+use crate::term::ConsoleSink;
+
+/// What the shared core hands an architecture to attach its devices to.
+pub struct Platform {
+    pub pio: Bus,
+    pub mmio: Bus,
+    pub ctl: Arc<VmControl>,
+    pub irqchip: Arc<dyn IrqChip>,
+}
+
+/// One architecture's part of building and running a VM. The core calls the
+/// hooks in the order they are declared.
+pub trait Arch: Sized + Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// What `load` found out and `setup_vcpu` needs (entry point, ...).
+    type Boot;
+
+    /// Validates the architecture's view of the configuration.
+    fn new(cfg: &VmConfig) -> Result<Self, Self::Error>;
+    /// The most vCPUs the architecture's boot description can hold.
+    fn max_cpus(&self) -> u32;
+    /// The machine type passed to `KVM_CREATE_VM`.
+    fn vm_type(&self, kvm: &Kvm) -> Result<u64, Self::Error>;
+    /// Where guest RAM of `ram_size` bytes lives.
+    fn ram_ranges(&self, ram_size: u64) -> Result<Vec<RamRange>, Self::Error>;
+    /// Whether RAM should be advised `MADV_HUGEPAGE`.
+    fn wants_thp(&self) -> bool;
+    /// Interrupt controller and other VM-wide state, after RAM is registered.
+    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Self::Error>;
+    /// Registers platform devices; returns the console's input sink.
+    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Self::Error>;
+    /// Kernel parameters added unless `--nodefaults`.
+    fn default_cmdline(&self) -> &'static str;
+    /// Places kernel, initrd, command line and firmware tables in RAM.
+    fn load(
+        &mut self,
+        mem: &GuestMemory,
+        cfg: &VmConfig,
+        kernel: &[u8],
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+    ) -> Result<Self::Boot, Self::Error>;
+    /// Brings vCPU `vcpu.id()` to its reset/boot state.
+    fn setup_vcpu(&self, kvm: &Kvm, vcpu: &mut Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
+    /// The vCPU's registers, for crash reports at `--loglevel debug`.
+    fn dump_vcpu(&self, vcpu: &Vcpu) -> String;
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(target_arch = "x86_64")] {
+        pub type HostArch = crate::x86::X86;
+    } else if #[cfg(target_arch = "aarch64")] {
+        pub type HostArch = crate::aarch64::Aarch64;
+    } else if #[cfg(target_arch = "riscv64")] {
+        pub type HostArch = crate::riscv::Riscv64;
+    } else if #[cfg(target_arch = "powerpc64")] {
+        pub type HostArch = crate::powerpc::Ppc64;
+    } else {
+        compile_error!("lkvm supports x86_64, aarch64, riscv64 and powerpc64 hosts");
+    }
+}
+
+/// An architecture whose port has not landed yet: every hook fails with one
+/// clear error, so `lkvm run` says so instead of misbehaving.
+#[derive(Debug, thiserror::Error)]
+#[error("lkvm does not support {0} guests yet (not implemented for this architecture yet)")]
+pub struct NotImplemented(pub &'static str);
+
+/// Implements [`Arch`] for a unit struct with every hook refusing.
+#[macro_export]
+macro_rules! arch_not_implemented {
+    ($ty:ident, $name:literal) => {
+        #[derive(Debug)]
+        pub struct $ty;
+
+        impl $crate::arch::Arch for $ty {
+            type Error = $crate::arch::NotImplemented;
+            type Boot = ();
+
+            fn new(_cfg: &$crate::config::VmConfig) -> Result<Self, Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn max_cpus(&self) -> u32 {
+                0
+            }
+            fn vm_type(&self, _kvm: &$crate::kvm::Kvm) -> Result<u64, Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn ram_ranges(&self, _size: u64) -> Result<Vec<$crate::memory::RamRange>, Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn wants_thp(&self) -> bool {
+                false
+            }
+            fn setup_vm(
+                &mut self,
+                _kvm: &$crate::kvm::Kvm,
+                _vm: &$crate::kvm::Vm,
+            ) -> Result<(), Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn setup_devices(
+                &mut self,
+                _p: &mut $crate::arch::Platform,
+            ) -> Result<std::sync::Arc<dyn $crate::term::ConsoleSink>, Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn default_cmdline(&self) -> &'static str {
+                ""
+            }
+            fn load(
+                &mut self,
+                _mem: &$crate::memory::GuestMemory,
+                _cfg: &$crate::config::VmConfig,
+                _kernel: &[u8],
+                _initrd: Option<&[u8]>,
+                _cmdline: &str,
+            ) -> Result<(), Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn setup_vcpu(
+                &self,
+                _kvm: &$crate::kvm::Kvm,
+                _vcpu: &mut $crate::kvm::Vcpu,
+                _boot: &(),
+            ) -> Result<(), Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
+            fn dump_vcpu(&self, _vcpu: &$crate::kvm::Vcpu) -> String {
+                String::new()
+            }
+        }
+    };
+}

@@ -1,0 +1,254 @@
+//! A validated VM configuration, built from the command line.
+
+use std::path::PathBuf;
+
+use crate::cli::{ConsoleKind, RunArgs};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("invalid size '{0}': expected a number with an optional B, K, M, G, T or P suffix")]
+    BadSize(String),
+    #[error("size '{0}' is too large")]
+    SizeOverflow(String),
+    #[error("-m/--mem must be larger than 0")]
+    ZeroMemory,
+    #[error("-c/--cpus must be at least 1")]
+    ZeroCpus,
+    #[error("no kernel to boot: pass one with -k/--kernel")]
+    NoKernel,
+    #[error("option {0} is not supported yet")]
+    NotSupportedYet(&'static str),
+    #[error("--console {0} is not supported yet")]
+    ConsoleNotSupportedYet(&'static str),
+    #[error("--console hv is only available on PowerPC")]
+    ConsoleHvNotHere,
+    #[error("--name must be non-empty and may use only letters, digits, '-', '_' and '.'")]
+    BadName,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const MIB: u64 = 1 << 20;
+
+/// Parses kvmtool's `size[BKMGTP]`; a bare number is MiB.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(Error::BadSize(s.to_string()));
+    }
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "M" => 20,
+        "B" => 0,
+        "K" => 10,
+        "G" => 30,
+        "T" => 40,
+        "P" => 50,
+        _ => return Err(Error::BadSize(s.to_string())),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| Error::SizeOverflow(s.to_string()))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| Error::SizeOverflow(s.to_string()))
+}
+
+/// kvmtool's default RAM size: 64 MiB per vCPU plus 192 MiB.
+pub fn default_ram_size(cpus: u32) -> u64 {
+    64 * MIB * (u64::from(cpus) + 3)
+}
+
+/// The guest name kvmtool would pick.
+pub fn default_name() -> String {
+    format!("guest-{}", std::process::id())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: String,
+    pub cpus: u32,
+    pub ram_size: u64,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// User parameters (`-p`), appended after the architecture defaults.
+    pub params: String,
+    pub nodefaults: bool,
+    pub console: ConsoleKind,
+    pub dev: PathBuf,
+    pub hugetlbfs: Option<PathBuf>,
+    pub debug_ioport: bool,
+    pub debug_mmio: bool,
+}
+
+impl VmConfig {
+    /// Validates what can be checked without the host. `host_cpus` fills in
+    /// the default vCPU count.
+    pub fn from_args(args: &RunArgs, host_cpus: u32) -> Result<VmConfig> {
+        if let Some(opt) = args.unsupported_option() {
+            return Err(Error::NotSupportedYet(opt));
+        }
+        match args.console {
+            ConsoleKind::Serial => {}
+            ConsoleKind::Virtio => return Err(Error::ConsoleNotSupportedYet("virtio")),
+            ConsoleKind::Hv => return Err(Error::ConsoleHvNotHere),
+        }
+        let cpus = args.cpus.unwrap_or(host_cpus.max(1));
+        if cpus == 0 {
+            return Err(Error::ZeroCpus);
+        }
+        let ram_size = match &args.mem {
+            Some(m) => parse_size(m)?,
+            None => default_ram_size(cpus),
+        };
+        if ram_size == 0 {
+            return Err(Error::ZeroMemory);
+        }
+        let name = args.name.clone().unwrap_or_else(default_name);
+        if !valid_name(&name) {
+            return Err(Error::BadName);
+        }
+        Ok(VmConfig {
+            name,
+            cpus,
+            ram_size,
+            kernel: args.kernel.clone().ok_or(Error::NoKernel)?,
+            initrd: args.initrd.clone(),
+            params: args.params.clone().unwrap_or_default(),
+            nodefaults: args.nodefaults,
+            console: args.console,
+            dev: args.dev.clone(),
+            hugetlbfs: args.hugetlbfs.clone(),
+            debug_ioport: args.debug_ioport,
+            debug_mmio: args.debug_mmio,
+        })
+    }
+
+    /// The kernel command line: architecture defaults (unless
+    /// `--nodefaults`) followed by the user's parameters.
+    pub fn cmdline(&self, arch_defaults: &str) -> String {
+        let mut parts = Vec::new();
+        if !self.nodefaults && !arch_defaults.is_empty() {
+            parts.push(arch_defaults);
+        }
+        if !self.params.is_empty() {
+            parts.push(self.params.as_str());
+        }
+        parts.join(" ")
+    }
+}
+
+/// Host RAM in bytes, from `/proc/meminfo`.
+pub fn host_ram() -> Option<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Online host CPUs.
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["lkvm", "run"].iter().chain(args.iter())).unwrap();
+        match cli.command {
+            Command::Run(r) => *r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn sizes_default_to_mib_and_take_suffixes() {
+        assert_eq!(parse_size("256"), Ok(256 * MIB));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096K"), Ok(4 << 20));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("1P"), Ok(1 << 50));
+        assert_eq!(parse_size("0"), Ok(0));
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected() {
+        for bad in ["", "M", "12Q", "1.5G", "-1", "0x100", "1GB"] {
+            assert_eq!(parse_size(bad), Err(Error::BadSize(bad.into())), "{bad}");
+        }
+        assert_eq!(
+            parse_size("99999999999P"),
+            Err(Error::SizeOverflow("99999999999P".into()))
+        );
+        assert_eq!(
+            parse_size("99999999999999999999999"),
+            Err(Error::SizeOverflow("99999999999999999999999".into()))
+        );
+    }
+
+    #[test]
+    fn defaults_follow_kvmtool() {
+        let cfg = VmConfig::from_args(&run_args(&["-k", "k"]), 2).unwrap();
+        assert_eq!(cfg.cpus, 2);
+        assert_eq!(cfg.ram_size, 320 * MIB);
+        assert!(cfg.name.starts_with("guest-"));
+        assert_eq!(default_ram_size(1), 256 * MIB);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let err = |a: &[&str]| VmConfig::from_args(&run_args(a), 1).unwrap_err();
+        assert_eq!(err(&["-k", "k", "-m", "0"]), Error::ZeroMemory);
+        assert_eq!(err(&["-k", "k", "-c", "0"]), Error::ZeroCpus);
+        assert_eq!(err(&[]), Error::NoKernel);
+        assert_eq!(
+            err(&["-k", "k", "--console", "hv"]),
+            Error::ConsoleHvNotHere
+        );
+        assert_eq!(
+            err(&["-k", "k", "--console", "virtio"]),
+            Error::ConsoleNotSupportedYet("virtio")
+        );
+        assert_eq!(
+            err(&["-k", "k", "-d", "x.img"]),
+            Error::NotSupportedYet("--disk")
+        );
+        assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
+    }
+
+    #[test]
+    fn cmdline_puts_user_params_after_defaults() {
+        let mut cfg = VmConfig::from_args(&run_args(&["-k", "k", "-p", "quiet"]), 1).unwrap();
+        assert_eq!(cfg.cmdline("console=ttyS0"), "console=ttyS0 quiet");
+        cfg.nodefaults = true;
+        assert_eq!(cfg.cmdline("console=ttyS0"), "quiet");
+        cfg.params.clear();
+        assert_eq!(cfg.cmdline("console=ttyS0"), "");
+    }
+
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let text = "MemTotal:       24576000 kB\nMemFree:  1 kB\n";
+        assert_eq!(parse_meminfo(text), Some(24_576_000 * 1024));
+        assert_eq!(parse_meminfo("nothing"), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! kvm-ioctls backend of the seam (x86_64, aarch64, riscv64).
+
+use std::cell::Cell;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+use std::sync::Once;
+
+use kvm_ioctls::{Kvm as KvmFd, VcpuExit as RawExit, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{Error, MemoryRegion, Result, SystemEvent, VcpuExit, KVM_API_VERSION};
+
+const KVM_EXIT_IO_OUT: u8 = 1;
+const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
+
+fn errno(e: kvm_ioctls::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno())
+}
+
+/// The system fd (`/dev/kvm` or `--dev`).
+#[derive(Debug)]
+pub struct Kvm {
+    fd: KvmFd,
+}
+
+impl Kvm {
+    /// Opens the KVM device and checks its API version.
+    pub fn open(path: &Path) -> Result<Kvm> {
+        let shown = path.display().to_string();
+        let open_err = |source| Error::Open {
+            path: shown.clone(),
+            source,
+        };
+        let cpath = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let fd = KvmFd::new_with_path(cpath).map_err(|e| open_err(errno(e)))?;
+        let found = fd.get_api_version();
+        if found != KVM_API_VERSION {
+            return Err(Error::ApiVersion {
+                path: shown,
+                found,
+                expected: KVM_API_VERSION,
+            });
+        }
+        Ok(Kvm { fd })
+    }
+
+    /// `KVM_CHECK_EXTENSION` on the system fd: 0 means absent.
+    pub fn check_extension(&self, cap: u32) -> i32 {
+        self.fd.check_extension_raw(cap.into())
+    }
+
+    /// The most vCPUs one VM may have on this host.
+    pub fn max_vcpus(&self) -> usize {
+        self.fd.get_max_vcpus()
+    }
+
+    /// Creates a VM of the given machine type (0 = default).
+    pub fn create_vm(&self, vm_type: u64) -> Result<Vm> {
+        let fd = self
+            .fd
+            .create_vm_with_type(vm_type)
+            .map_err(|e| Error::ioctl("KVM_CREATE_VM", errno(e)))?;
+        Ok(Vm { fd })
+    }
+
+    /// The raw kvm-ioctls handle, for architecture code.
+    pub fn fd(&self) -> &KvmFd {
+        &self.fd
+    }
+}
+
+/// A VM fd. Shared between threads (`Arc<Vm>`): every method takes `&self`.
+#[derive(Debug)]
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    /// `KVM_CHECK_EXTENSION` on the VM fd (answers per VM type where the host
+    /// supports `KVM_CAP_CHECK_EXTENSION_VM`, else the system answer).
+    pub fn check_extension(&self, cap: u32) -> i32 {
+        self.fd.check_extension_raw(cap.into())
+    }
+
+    /// Registers one memory slot.
+    ///
+    /// # Safety
+    /// `region.userspace_addr .. + memory_size` must be a mapping that stays
+    /// valid (and is not reused for anything else) for the life of the VM.
+    pub unsafe fn set_user_memory_region(&self, region: MemoryRegion) -> Result<()> {
+        let raw = kvm_bindings::kvm_userspace_memory_region {
+            slot: region.slot,
+            flags: region.flags,
+            guest_phys_addr: region.guest_phys_addr,
+            memory_size: region.memory_size,
+            userspace_addr: region.userspace_addr,
+        };
+        // SAFETY: the caller guarantees the host range stays mapped for the
+        // VM's lifetime, which is all KVM requires of it.
+        unsafe { self.fd.set_user_memory_region(raw) }
+            .map_err(|e| Error::ioctl("KVM_SET_USER_MEMORY_REGION", errno(e)))
+    }
+
+    /// Drives an interrupt controller input (`KVM_IRQ_LINE`).
+    pub fn set_irq_line(&self, line: u32, level: bool) -> Result<()> {
+        self.fd
+            .set_irq_line(line, level)
+            .map_err(|e| Error::ioctl("KVM_IRQ_LINE", errno(e)))
+    }
+
+    /// Routes an eventfd to a GSI (`KVM_IRQFD`).
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|e| Error::ioctl("KVM_IRQFD", errno(e)))
+    }
+
+    /// Creates vCPU `id`.
+    pub fn create_vcpu(&self, id: u32) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(id.into())
+            .map_err(|e| Error::ioctl("KVM_CREATE_VCPU", errno(e)))?;
+        Ok(Vcpu { fd, id })
+    }
+
+    /// The raw kvm-ioctls handle, for architecture code.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+}
+
+thread_local! {
+    /// `kvm_run.immediate_exit` of the vCPU bound to this thread, for the
+    /// kick signal handler. Const-initialised so the handler never allocates.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let flag = IMMEDIATE_EXIT.with(Cell::get);
+    if !flag.is_null() {
+        // SAFETY: the pointer was set by `Vcpu::bind_to_current_thread` on this
+        // thread and points into that vCPU's mmapped kvm_run, which stays
+        // mapped until the Vcpu is dropped, which clears the pointer first.
+        unsafe { ptr::write_volatile(flag, 1) };
+    }
+}
+
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+static KICK_HANDLER: Once = Once::new();
+
+/// Makes another thread leave `KVM_RUN`: sets `immediate_exit` from inside the
+/// target thread (in the signal handler), so a kick that lands just before
+/// the ioctl is not lost.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuKicker {
+    thread: libc::pthread_t,
+}
+
+impl VcpuKicker {
+    /// A kicker for the calling thread.
+    pub fn current() -> Self {
+        // SAFETY: pthread_self has no preconditions and cannot fail.
+        let thread = unsafe { libc::pthread_self() };
+        VcpuKicker { thread }
+    }
+
+    /// Sends the kick signal. The thread must not have been joined yet.
+    pub fn kick(&self) {
+        // SAFETY: the thread id came from pthread_self of a live thread the
+        // VMM joins only after its last kick.
+        let rc = unsafe { libc::pthread_kill(self.thread, kick_signal()) };
+        if rc != 0 {
+            log::debug!(
+                "kicking vCPU thread failed: {}",
+                io::Error::from_raw_os_error(rc)
+            );
+        }
+    }
+}
+
+/// A vCPU fd plus its `kvm_run` mapping.
+#[derive(Debug)]
+pub struct Vcpu {
+    fd: VcpuFd,
+    id: u32,
+}
+
+enum Decoded {
+    Ready(VcpuExit<'static>),
+    Io,
+    Mmio,
+    Internal,
+    Raw(u32),
+}
+
+impl Vcpu {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Installs the process-wide kick handler (once) and points it at this
+    /// vCPU's `immediate_exit`. Call on the thread that will run the vCPU.
+    pub fn bind_to_current_thread(&mut self) -> Result<()> {
+        let mut failed = None;
+        KICK_HANDLER.call_once(|| {
+            if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+                failed = Some(io::Error::from_raw_os_error(e.errno()));
+            }
+        });
+        if let Some(e) = failed {
+            return Err(Error::ioctl("sigaction(kick signal)", e));
+        }
+        let flag: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
+        IMMEDIATE_EXIT.with(|c| c.set(flag));
+        Ok(())
+    }
+
+    /// Re-arms `KVM_RUN` after a kick.
+    pub fn clear_immediate_exit(&mut self) {
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
+    /// Runs the vCPU until the next exit that needs userspace.
+    pub fn run(&mut self) -> Result<VcpuExit<'_>> {
+        let decoded = match self.fd.run() {
+            Ok(RawExit::IoIn(..) | RawExit::IoOut(..)) => Decoded::Io,
+            Ok(RawExit::MmioRead(..) | RawExit::MmioWrite(..)) => Decoded::Mmio,
+            Ok(RawExit::InternalError) => Decoded::Internal,
+            Ok(RawExit::Hlt) => Decoded::Ready(VcpuExit::Hlt),
+            Ok(RawExit::Shutdown) => Decoded::Ready(VcpuExit::Shutdown),
+            Ok(RawExit::Intr) => Decoded::Ready(VcpuExit::Interrupted),
+            Ok(RawExit::SystemEvent(kind, _)) => {
+                Decoded::Ready(VcpuExit::SystemEvent(SystemEvent::from_raw(kind)))
+            }
+            Ok(RawExit::FailEntry(reason, cpu)) => {
+                Decoded::Ready(VcpuExit::FailEntry { reason, cpu })
+            }
+            Ok(RawExit::Unsupported(n)) => Decoded::Raw(n),
+            Ok(_) => Decoded::Raw(self.fd.get_kvm_run().exit_reason),
+            Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => {
+                Decoded::Ready(VcpuExit::Interrupted)
+            }
+            Err(e) => return Err(Error::ioctl("KVM_RUN", errno(e))),
+        };
+        let run = self.fd.get_kvm_run();
+        Ok(match decoded {
+            Decoded::Ready(exit) => exit,
+            Decoded::Raw(n) => VcpuExit::Other(n),
+            Decoded::Internal => {
+                debug_assert_eq!(run.exit_reason, KVM_EXIT_INTERNAL_ERROR);
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the kernel
+                // filled the `internal` member of the union.
+                let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                VcpuExit::InternalError { suberror }
+            }
+            Decoded::Mmio => {
+                // SAFETY: kvm-ioctls decoded KVM_EXIT_MMIO, so `mmio` is the
+                // live member of the union.
+                let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+                let len = usize::try_from(mmio.len).unwrap_or(0).min(mmio.data.len());
+                let addr = mmio.phys_addr;
+                let data = &mut mmio.data[..len];
+                if mmio.is_write != 0 {
+                    VcpuExit::MmioWrite { addr, data }
+                } else {
+                    VcpuExit::MmioRead { addr, data }
+                }
+            }
+            Decoded::Io => {
+                // SAFETY: kvm-ioctls decoded KVM_EXIT_IO, so `io` is the live
+                // member of the union.
+                let io = unsafe { run.__bindgen_anon_1.io };
+                let size = usize::from(io.size);
+                let total = size * io.count as usize;
+                let base: *mut u8 = (run as *mut kvm_bindings::kvm_run).cast();
+                // SAFETY: the kernel places `count * size` bytes of port data
+                // at `data_offset` inside the kvm_run mapping, which this
+                // vCPU keeps mapped for as long as the returned borrow lives.
+                let data = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), total)
+                };
+                if io.direction == KVM_EXIT_IO_OUT {
+                    VcpuExit::IoOut {
+                        port: io.port,
+                        size,
+                        data,
+                    }
+                } else {
+                    VcpuExit::IoIn {
+                        port: io.port,
+                        size,
+                        data,
+                    }
+                }
+            }
+        })
+    }
+
+    /// The raw kvm-ioctls handle, for architecture code.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        let flag: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
+        IMMEDIATE_EXIT.with(|c| {
+            if c.get() == flag {
+                c.set(ptr::null_mut());
+            }
+        });
+    }
+}

@@ -1,0 +1,281 @@
+//! Builds a VM from a validated configuration, runs it, and reports how it
+//! ended. The order follows kvmtool's init levels: host checks, VM and RAM,
+//! interrupt controller, devices, kernel, vCPUs, then the terminal.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::arch::{Arch, HostArch, Platform};
+use crate::bus::Bus;
+use crate::config::{self, VmConfig};
+use crate::control::{GuestExit, VmControl};
+use crate::kvm::{self, caps, Kvm};
+use crate::loader;
+use crate::memory::{self, Backing, GuestRam, MemoryPolicy};
+use crate::term::{ConsoleSink, EscapeFilter, RawTerminal};
+use crate::vcpu::{self, VcpuContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] loader::Error),
+    #[error(transparent)]
+    Kvm(#[from] kvm::Error),
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    #[error(transparent)]
+    Arch(Box<dyn std::error::Error + Send + Sync>),
+    #[error("-m {requested} MiB is more than this host's {host} MiB of RAM")]
+    RamExceedsHost { requested: u64, host: u64 },
+    #[error("-c {requested}: this host's KVM allows at most {max} vCPUs per VM")]
+    TooManyCpusForKvm { requested: u32, max: usize },
+    #[error("-c {requested}: {arch} guests support at most {max} vCPUs")]
+    TooManyCpusForArch {
+        requested: u32,
+        arch: &'static str,
+        max: u32,
+    },
+    #[error("cannot set up VM control: {0}")]
+    Control(#[source] nix::Error),
+    #[error("cannot start vCPU thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+fn arch_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
+    Error::Arch(Box::new(e))
+}
+
+/// Startup phase timings for `--loglevel debug`.
+struct Phases {
+    start: Instant,
+    last: Instant,
+}
+
+impl Phases {
+    fn new() -> Self {
+        let now = Instant::now();
+        Phases {
+            start: now,
+            last: now,
+        }
+    }
+
+    fn mark(&mut self, what: &str) {
+        let now = Instant::now();
+        log::debug!(
+            "startup: {what} took {:.2} ms ({:.2} ms total)",
+            (now - self.last).as_secs_f64() * 1e3,
+            (now - self.start).as_secs_f64() * 1e3
+        );
+        self.last = now;
+    }
+}
+
+/// Checks what the host can be asked without KVM.
+fn check_host(cfg: &VmConfig) -> Result<(), Error> {
+    if let Some(host) = config::host_ram() {
+        if cfg.ram_size > host {
+            return Err(Error::RamExceedsHost {
+                requested: cfg.ram_size >> 20,
+                host: host >> 20,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs a VM to its end.
+pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
+    let mut phases = Phases::new();
+    let mut arch = HostArch::new(cfg).map_err(arch_err)?;
+    check_host(cfg)?;
+    if let Some(dir) = &cfg.hugetlbfs {
+        memory::hugetlbfs_page_size(dir)?;
+    }
+    let kernel = loader::read_image("kernel", &cfg.kernel, cfg.ram_size)?;
+    let initrd = match &cfg.initrd {
+        Some(p) => Some(loader::read_image("initrd", p, cfg.ram_size)?),
+        None => None,
+    };
+    phases.mark("reading images");
+
+    let kvm = Kvm::open(&cfg.dev)?;
+    let max = kvm.max_vcpus();
+    if cfg.cpus as usize > max {
+        return Err(Error::TooManyCpusForKvm {
+            requested: cfg.cpus,
+            max,
+        });
+    }
+    if cfg.cpus > arch.max_cpus() {
+        return Err(Error::TooManyCpusForArch {
+            requested: cfg.cpus,
+            arch: std::env::consts::ARCH,
+            max: arch.max_cpus(),
+        });
+    }
+    let vm = Arc::new(kvm.create_vm(arch.vm_type(&kvm).map_err(arch_err)?)?);
+    phases.mark("creating the VM");
+
+    let policy = MemoryPolicy {
+        sync_mmu: vm.check_extension(caps::KVM_CAP_SYNC_MMU) > 0,
+    };
+    log::debug!("KVM_CAP_SYNC_MMU: {}", policy.sync_mmu);
+    let backing = match &cfg.hugetlbfs {
+        Some(dir) => Backing::Hugetlbfs(dir.clone()),
+        None => Backing::Anonymous,
+    };
+    let advice = policy.plan(&backing, arch.wants_thp())?;
+    let ranges = arch.ram_ranges(cfg.ram_size).map_err(arch_err)?;
+    let mut ram = GuestRam::new(&ranges, &backing, advice)?;
+    ram.register(&vm)?;
+    phases.mark("guest RAM");
+
+    arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
+    let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
+    let mut platform = Platform {
+        pio: Bus::new("pio"),
+        mmio: Bus::new("mmio"),
+        ctl: ctl.clone(),
+        irqchip: vm.clone(),
+    };
+    let console = arch.setup_devices(&mut platform).map_err(arch_err)?;
+    phases.mark("irqchip and devices");
+
+    let cmdline = cfg.cmdline(arch.default_cmdline());
+    log::debug!("kernel command line: {cmdline}");
+    let boot = arch
+        .load(ram.memory(), cfg, &kernel, initrd.as_deref(), &cmdline)
+        .map_err(arch_err)?;
+    drop(kernel);
+    drop(initrd);
+    phases.mark("loading the kernel");
+
+    let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
+    for id in 0..cfg.cpus {
+        let mut vcpu = vm.create_vcpu(id)?;
+        arch.setup_vcpu(&kvm, &mut vcpu, &boot).map_err(arch_err)?;
+        vcpus.push(vcpu);
+    }
+    phases.mark("creating vCPUs");
+
+    let arch = Arc::new(arch);
+    let dump_arch = arch.clone();
+    let ctx = VcpuContext {
+        pio: Arc::new(platform.pio),
+        mmio: Arc::new(platform.mmio),
+        ctl: ctl.clone(),
+        debug_ioport: cfg.debug_ioport,
+        debug_mmio: cfg.debug_mmio,
+        dump: Arc::new(move |v| dump_arch.dump_vcpu(v)),
+    };
+
+    // Termination signals are taken through a signalfd by the main loop;
+    // blocking them here, before any vCPU thread exists, keeps them off the
+    // vCPU threads (which inherit the mask).
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        signals.add(s);
+    }
+    signals.thread_block().map_err(Error::Control)?;
+    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(Error::Control)?;
+
+    let terminal = RawTerminal::enter();
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        match vcpu::spawn(vcpu, ctx.clone()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                ctl.request_exit(GuestExit::VmmError(format!(
+                    "cannot start vCPU thread: {e}"
+                )));
+                break;
+            }
+        }
+    }
+    phases.mark("starting vCPUs");
+
+    event_loop(&ctl, console.as_ref(), &sigfd);
+    for t in threads {
+        if t.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+    drop(terminal);
+    // The VM (and its memory slots) goes away before guest RAM is unmapped.
+    drop(ctx);
+    drop(vm);
+    drop(ram);
+    Ok(ctl
+        .exit_reason()
+        .unwrap_or(GuestExit::VmmError("VM ended without a reason".into())))
+}
+
+/// Forwards console input and waits for the VM to end or a signal.
+fn event_loop(ctl: &VmControl, console: &dyn ConsoleSink, sigfd: &SignalFd) {
+    let stdin = io::stdin();
+    let mut stdin_open = true;
+    let mut filter = EscapeFilter::default();
+    let mut buf = [0u8; 512];
+    while !ctl.is_stopping() {
+        let mut fds = vec![
+            PollFd::new(ctl.exit_event().as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                ctl.request_exit(GuestExit::VmmError(format!("poll: {e}")));
+                break;
+            }
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, stdin_ready) = (ready(1), stdin_open && ready(2));
+        drop(fds);
+        if sig_ready {
+            if let Ok(Some(info)) = sigfd.read_signal() {
+                log::info!("received signal {}, stopping the guest", info.ssi_signo);
+                ctl.request_exit(GuestExit::Signal(info.ssi_signo as i32));
+            }
+        }
+        if stdin_ready {
+            match stdin.lock().read(&mut buf) {
+                Ok(0) => stdin_open = false,
+                Ok(n) => {
+                    let f = filter.feed(&buf[..n]);
+                    if !f.bytes.is_empty() {
+                        console.queue_input(&f.bytes);
+                    }
+                    if f.quit {
+                        log::info!("escape sequence typed, stopping the guest");
+                        ctl.request_exit(GuestExit::Quit);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("stdin: {e}; console input closed");
+                    stdin_open = false;
+                }
+            }
+        }
+    }
+}

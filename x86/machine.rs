@@ -1,0 +1,432 @@
+//! The x86_64 implementation of the architecture hooks: the part that talks
+//! to KVM.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{
+    kvm_fpu, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_segment, CpuId, Msrs,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+
+use super::cpuid::{self, CpuidEntry};
+use super::kernel::{self, BootPlan, Entry};
+use super::layout::{self, BOOT_STACK_TOP, TSS_ADDR};
+use super::mptable;
+use super::regs::{self, BootSregs, Segment};
+use crate::arch::{Arch, Platform};
+use crate::bus::{self, SharedDevice};
+use crate::config::VmConfig;
+use crate::hw::acpi_pm::{AcpiPm, ACPI_PM_LEN, ACPI_PM_PORT};
+use crate::hw::i8042::{I8042, I8042_LEN, I8042_PORT, KBD_IRQ};
+use crate::hw::pci::{PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
+use crate::hw::rtc::{Rtc, RTC_LEN, RTC_PORT};
+use crate::hw::serial::{Serial8250, SerialConsole, COM1_IRQ, COM1_PORT, UART_LEN};
+use crate::hw::IgnoredPorts;
+use crate::irq::{IrqLine, Trigger};
+use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::memory::{GuestMemory, RamRange};
+use crate::term::{ConsoleOut, ConsoleSink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error("cannot place a device: {0}")]
+    Bus(#[from] bus::Error),
+    #[error("KVM accepted only {done} of {total} boot MSRs")]
+    Msrs { done: usize, total: usize },
+    #[error("building the CPUID table for KVM: {0}")]
+    Cpuid(String),
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |e| Error::Kvm {
+        op,
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    }
+}
+
+pub struct X86 {
+    cpus: u32,
+    supported_cpuid: Vec<CpuidEntry>,
+}
+
+impl std::fmt::Debug for X86 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X86").field("cpus", &self.cpus).finish()
+    }
+}
+
+// MSRs every vCPU starts with; mostly zero, as after a reset.
+const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+const MSR_IA32_TSC: u32 = 0x10;
+const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+const MISC_ENABLE_FAST_STRING: u64 = 1;
+
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+fn kvm_segment(s: &Segment) -> kvm_segment {
+    kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.type_,
+        present: s.present,
+        dpl: s.dpl,
+        db: s.db,
+        s: s.s,
+        l: s.l,
+        g: s.g,
+        avl: s.avl,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+impl X86 {
+    fn set_cpuid(&self, vcpu: &Vcpu) -> Result<(), Error> {
+        let mut entries = self.supported_cpuid.clone();
+        cpuid::patch(&mut entries, vcpu.id(), self.cpus);
+        let raw: Vec<kvm_bindings::kvm_cpuid_entry2> = entries
+            .iter()
+            .map(|e| kvm_bindings::kvm_cpuid_entry2 {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+                ..Default::default()
+            })
+            .collect();
+        let cpuid = CpuId::from_entries(&raw).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
+        vcpu.fd()
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))
+    }
+
+    fn set_msrs(vcpu: &Vcpu) -> Result<(), Error> {
+        let boot = [
+            (MSR_IA32_SYSENTER_CS, 0),
+            (MSR_IA32_SYSENTER_ESP, 0),
+            (MSR_IA32_SYSENTER_EIP, 0),
+            (MSR_STAR, 0),
+            (MSR_CSTAR, 0),
+            (MSR_KERNEL_GS_BASE, 0),
+            (MSR_SYSCALL_MASK, 0),
+            (MSR_LSTAR, 0),
+            (MSR_IA32_TSC, 0),
+            (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+        ];
+        let entries: Vec<kvm_msr_entry> = boot
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
+        let done = vcpu.fd().set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if done < entries.len() {
+            // KVM stops at the first MSR it rejects. Some backends (PVM)
+            // refuse a few of these; none is needed to boot, so log it.
+            log::debug!(
+                "vCPU {}: KVM set {done} of {} boot MSRs (stopped at {:#x})",
+                vcpu.id(),
+                entries.len(),
+                entries[done].index
+            );
+        }
+        Ok(())
+    }
+
+    fn set_fpu(vcpu: &Vcpu) -> Result<(), Error> {
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        vcpu.fd().set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))
+    }
+
+    fn set_lint(vcpu: &Vcpu) -> Result<(), Error> {
+        let mut lapic = vcpu.fd().get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+        for (reg, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
+            let mut raw = [0u8; 4];
+            for (i, b) in raw.iter_mut().enumerate() {
+                *b = lapic.regs[reg + i] as u8;
+            }
+            let v = (u32::from_le_bytes(raw) & !0x700) | (mode << 8);
+            for (i, b) in v.to_le_bytes().iter().enumerate() {
+                lapic.regs[reg + i] = *b as _;
+            }
+        }
+        vcpu.fd()
+            .set_lapic(&lapic)
+            .map_err(kvm_err("KVM_SET_LAPIC"))
+    }
+
+    fn set_boot_registers(vcpu: &Vcpu, plan: &BootPlan) -> Result<(), Error> {
+        let (boot, mut regs): (BootSregs, kvm_regs) = match plan.entry {
+            Entry::Linux64 { rip, zero_page } => (
+                regs::long_mode_sregs(),
+                kvm_regs {
+                    rip,
+                    rsi: zero_page,
+                    ..Default::default()
+                },
+            ),
+            Entry::Pvh { rip, start_info } => (
+                regs::protected_mode_sregs(),
+                kvm_regs {
+                    rip,
+                    rbx: start_info,
+                    ..Default::default()
+                },
+            ),
+        };
+        regs.rflags = 0x2;
+        regs.rsp = BOOT_STACK_TOP;
+        regs.rbp = BOOT_STACK_TOP;
+        let mut sregs = vcpu.fd().get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        let code = kvm_segment(&boot.code);
+        let data = kvm_segment(&boot.data);
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.tr = kvm_segment(&boot.tss);
+        sregs.gdt.base = boot.gdt_base;
+        sregs.gdt.limit = boot.gdt_limit;
+        // An empty IDT: any exception before the kernel sets its own is a
+        // triple fault, reported as a crash instead of running wild.
+        sregs.idt.base = 0;
+        sregs.idt.limit = 0;
+        sregs.cr0 = boot.cr0;
+        sregs.cr3 = boot.cr3;
+        sregs.cr4 = boot.cr4;
+        sregs.efer = boot.efer;
+        vcpu.fd()
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.fd().set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+}
+
+impl Arch for X86 {
+    type Error = Error;
+    type Boot = BootPlan;
+
+    fn new(cfg: &VmConfig) -> Result<Self, Error> {
+        Ok(X86 {
+            cpus: cfg.cpus,
+            supported_cpuid: Vec::new(),
+        })
+    }
+
+    fn max_cpus(&self) -> u32 {
+        mptable::MAX_CPUS
+    }
+
+    fn vm_type(&self, _kvm: &Kvm) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    fn ram_ranges(&self, ram_size: u64) -> Result<Vec<RamRange>, Error> {
+        Ok(layout::ram_ranges(ram_size))
+    }
+
+    fn wants_thp(&self) -> bool {
+        false
+    }
+
+    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
+        vm.fd()
+            .set_tss_address(TSS_ADDR as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.fd()
+            .create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.fd()
+            .create_pit2(kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            })
+            .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        let cpuid = kvm
+            .fd()
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        self.supported_cpuid = cpuid
+            .as_slice()
+            .iter()
+            .map(|e| CpuidEntry {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
+        let edge = |line| IrqLine::new(p.irqchip.clone(), line, Trigger::Edge);
+        let serial = Arc::new(Mutex::new(Serial8250::new(
+            edge(COM1_IRQ),
+            Box::new(ConsoleOut),
+        )));
+        p.pio
+            .insert("serial0", COM1_PORT, UART_LEN, serial.clone())?;
+        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(edge(KBD_IRQ), p.ctl.clone())));
+        p.pio.insert("i8042", I8042_PORT, I8042_LEN, i8042)?;
+        p.pio.insert(
+            "rtc",
+            RTC_PORT,
+            RTC_LEN,
+            Arc::new(Mutex::new(Rtc::default())),
+        )?;
+        p.pio.insert(
+            "pci-config",
+            PCI_CONFIG_PORT,
+            PCI_CONFIG_LEN,
+            Arc::new(Mutex::new(PciConfigIo::new(p.ctl.clone()))),
+        )?;
+        p.pio.insert(
+            "acpi-pm",
+            ACPI_PM_PORT,
+            ACPI_PM_LEN,
+            Arc::new(Mutex::new(AcpiPm::new(p.ctl.clone()))),
+        )?;
+        let ignored: SharedDevice = Arc::new(Mutex::new(IgnoredPorts));
+        p.pio.insert("post", 0x80, 1, ignored.clone())?;
+        p.pio.insert("io-delay", 0xed, 1, ignored)?;
+        Ok(Arc::new(SerialConsole(serial)))
+    }
+
+    fn default_cmdline(&self) -> &'static str {
+        super::DEFAULT_CMDLINE
+    }
+
+    fn load(
+        &mut self,
+        mem: &GuestMemory,
+        cfg: &VmConfig,
+        kernel_image: &[u8],
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+    ) -> Result<BootPlan, Error> {
+        let plan = kernel::load(mem, cfg.ram_size, cfg.cpus, kernel_image, initrd, cmdline)?;
+        log::debug!(
+            "x86: kernel at {:#x}..{:#x}, initrd {:?}, entry {:?}",
+            plan.kernel_start,
+            plan.kernel_end,
+            plan.initrd,
+            plan.entry
+        );
+        Ok(plan)
+    }
+
+    fn setup_vcpu(&self, _kvm: &Kvm, vcpu: &mut Vcpu, boot: &BootPlan) -> Result<(), Error> {
+        self.set_cpuid(vcpu)?;
+        Self::set_msrs(vcpu)?;
+        Self::set_fpu(vcpu)?;
+        Self::set_lint(vcpu)?;
+        // Secondary vCPUs wait for INIT/SIPI from the boot CPU, in the reset
+        // state KVM gave them.
+        if vcpu.id() == 0 {
+            Self::set_boot_registers(vcpu, boot)?;
+        }
+        Ok(())
+    }
+
+    fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
+        let mut out = String::new();
+        match vcpu.fd().get_regs() {
+            Ok(r) => {
+                let _ = write!(
+                    out,
+                    "rip {:#018x} rsp {:#018x} rflags {:#x}\n\
+                     rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n\
+                     rsi {:#018x} rdi {:#018x} rbp {:#018x}\n\
+                     r8  {:#018x} r9  {:#018x} r10 {:#018x} r11 {:#018x}\n\
+                     r12 {:#018x} r13 {:#018x} r14 {:#018x} r15 {:#018x}\n",
+                    r.rip,
+                    r.rsp,
+                    r.rflags,
+                    r.rax,
+                    r.rbx,
+                    r.rcx,
+                    r.rdx,
+                    r.rsi,
+                    r.rdi,
+                    r.rbp,
+                    r.r8,
+                    r.r9,
+                    r.r10,
+                    r.r11,
+                    r.r12,
+                    r.r13,
+                    r.r14,
+                    r.r15
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "registers unavailable: {e}");
+            }
+        }
+        match vcpu.fd().get_sregs() {
+            Ok(s) => {
+                let _ = write!(
+                    out,
+                    "cs {:#06x} base {:#x} l {} db {}  ss {:#06x}  ds {:#06x}\n\
+                     cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}\n\
+                     gdt {:#x}/{:#x} idt {:#x}/{:#x}",
+                    s.cs.selector,
+                    s.cs.base,
+                    s.cs.l,
+                    s.cs.db,
+                    s.ss.selector,
+                    s.ds.selector,
+                    s.cr0,
+                    s.cr2,
+                    s.cr3,
+                    s.cr4,
+                    s.efer,
+                    s.gdt.base,
+                    s.gdt.limit,
+                    s.idt.base,
+                    s.idt.limit
+                );
+            }
+            Err(e) => {
+                let _ = write!(out, "special registers unavailable: {e}");
+            }
+        }
+        out
+    }
+}
