@@ -16,7 +16,9 @@ mod tests {
         let Command::Run(args) = Cli::parse_from(["lkvm", "run", "-k", "Image"]).command else {
             unreachable!()
         };
-        let cfg = crate::config::VmConfig::from_args(&args, 1).unwrap();
+        let cfg =
+            crate::config::VmConfig::from_args(&args, crate::config::Host { cpus: 1, ram: None })
+                .unwrap();
         let err = Aarch64::new(&cfg).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -54,9 +54,30 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .ok_or_else(|| Error::SizeOverflow(s.to_string()))
 }
 
-/// kvmtool's default RAM size: 64 MiB per vCPU plus 192 MiB.
-pub fn default_ram_size(cpus: u32) -> u64 {
-    64 * MIB * (u64::from(cpus) + 3)
+/// kvmtool's default RAM size: 64 MiB per vCPU plus 192 MiB, but no more
+/// than 80% of the host's RAM.
+pub fn default_ram_size(cpus: u32, host_ram: Option<u64>) -> u64 {
+    let size = 64 * MIB * (u64::from(cpus) + 3);
+    match host_ram {
+        Some(host) => size.min(host / 5 * 4 / MIB * MIB),
+        None => size,
+    }
+}
+
+/// What the configuration needs to know about the host.
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub cpus: u32,
+    pub ram: Option<u64>,
+}
+
+impl Host {
+    pub fn probe() -> Self {
+        Host {
+            cpus: host_cpus(),
+            ram: host_ram(),
+        }
+    }
 }
 
 /// The guest name kvmtool would pick.
@@ -90,9 +111,8 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// Validates what can be checked without the host. `host_cpus` fills in
-    /// the default vCPU count.
-    pub fn from_args(args: &RunArgs, host_cpus: u32) -> Result<VmConfig> {
+    /// Validates what can be checked without KVM; `host` fills in defaults.
+    pub fn from_args(args: &RunArgs, host: Host) -> Result<VmConfig> {
         if let Some(opt) = args.unsupported_option() {
             return Err(Error::NotSupportedYet(opt));
         }
@@ -101,13 +121,13 @@ impl VmConfig {
             ConsoleKind::Virtio => return Err(Error::ConsoleNotSupportedYet("virtio")),
             ConsoleKind::Hv => return Err(Error::ConsoleHvNotHere),
         }
-        let cpus = args.cpus.unwrap_or(host_cpus.max(1));
+        let cpus = args.cpus.unwrap_or(host.cpus.max(1));
         if cpus == 0 {
             return Err(Error::ZeroCpus);
         }
         let ram_size = match &args.mem {
             Some(m) => parse_size(m)?,
-            None => default_ram_size(cpus),
+            None => default_ram_size(cpus, host.ram),
         };
         if ram_size == 0 {
             return Err(Error::ZeroMemory);
@@ -170,6 +190,10 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
 
+    fn host(cpus: u32) -> Host {
+        Host { cpus, ram: None }
+    }
+
     fn run_args(args: &[&str]) -> RunArgs {
         let cli = Cli::try_parse_from(["lkvm", "run"].iter().chain(args.iter())).unwrap();
         match cli.command {
@@ -207,16 +231,18 @@ mod tests {
 
     #[test]
     fn defaults_follow_kvmtool() {
-        let cfg = VmConfig::from_args(&run_args(&["-k", "k"]), 2).unwrap();
+        let cfg = VmConfig::from_args(&run_args(&["-k", "k"]), host(2)).unwrap();
         assert_eq!(cfg.cpus, 2);
         assert_eq!(cfg.ram_size, 320 * MIB);
         assert!(cfg.name.starts_with("guest-"));
-        assert_eq!(default_ram_size(1), 256 * MIB);
+        assert_eq!(default_ram_size(1, None), 256 * MIB);
+        // capped at 80% of a small host, in whole MiB
+        assert_eq!(default_ram_size(100_000, Some(1000 * MIB)), 800 * MIB);
     }
 
     #[test]
     fn invalid_configs_are_rejected() {
-        let err = |a: &[&str]| VmConfig::from_args(&run_args(a), 1).unwrap_err();
+        let err = |a: &[&str]| VmConfig::from_args(&run_args(a), host(1)).unwrap_err();
         assert_eq!(err(&["-k", "k", "-m", "0"]), Error::ZeroMemory);
         assert_eq!(err(&["-k", "k", "-c", "0"]), Error::ZeroCpus);
         assert_eq!(err(&[]), Error::NoKernel);
@@ -237,7 +263,7 @@ mod tests {
 
     #[test]
     fn cmdline_puts_user_params_after_defaults() {
-        let mut cfg = VmConfig::from_args(&run_args(&["-k", "k", "-p", "quiet"]), 1).unwrap();
+        let mut cfg = VmConfig::from_args(&run_args(&["-k", "k", "-p", "quiet"]), host(1)).unwrap();
         assert_eq!(cfg.cmdline("console=ttyS0"), "console=ttyS0 quiet");
         cfg.nodefaults = true;
         assert_eq!(cfg.cmdline("console=ttyS0"), "quiet");

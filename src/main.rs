@@ -41,7 +41,7 @@ fn run(args: &RunArgs) -> ExitCode {
         level = log::LevelFilter::Info;
     }
     logger::init(level);
-    let cfg = match VmConfig::from_args(args, config::host_cpus()) {
+    let cfg = match VmConfig::from_args(args, config::Host::probe()) {
         Ok(c) => c,
         Err(e) => return fail(&one_line(&e)),
     };

@@ -1,0 +1,264 @@
+//! Bad input from the user: every case gets exactly one `lkvm: error:` line
+//! on stderr naming the problem, nothing on stdout, and a non-zero exit.
+
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::{guest, kvm_available, lkvm, run, text};
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    code: i32,
+    message: String,
+}
+
+fn scratch() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bad-input-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn case(name: &'static str, args: &[&str], code: i32, message: impl Into<String>) -> Case {
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code,
+        message: message.into(),
+    }
+}
+
+#[test]
+fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = scratch();
+    let good = guest("hello");
+    let good = good.to_str().unwrap();
+    let empty = dir.join("empty");
+    fs::write(&empty, b"").unwrap();
+    let random = dir.join("random");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..65536)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    fs::write(&random, bytes).unwrap();
+    let big_initrd = dir.join("big-initrd");
+    fs::File::create(&big_initrd)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let no_pvh = dir.join("no-pvh.elf");
+    let mut elf = fs::read(good).unwrap();
+    // turn the PT_NOTE program header into PT_NULL: an ELF without PVH entry
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap()) as usize;
+    elf[phoff + 56..phoff + 60].copy_from_slice(&0u32.to_le_bytes());
+    fs::write(&no_pvh, elf).unwrap();
+    let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+
+    let cases = vec![
+        case(
+            "missing kernel file",
+            &["-k", "/nonexistent/bzImage"],
+            1,
+            "kernel /nonexistent/bzImage: No such file or directory",
+        ),
+        case(
+            "empty kernel",
+            &["-k", &p(&empty)],
+            1,
+            format!("kernel {} is empty", p(&empty)),
+        ),
+        case(
+            "directory as kernel",
+            &["-k", &p(&dir)],
+            1,
+            format!("kernel {} is a directory", p(&dir)),
+        ),
+        case(
+            "random bytes as kernel",
+            &["-k", &p(&random)],
+            1,
+            "kernel image is neither a bzImage nor an ELF vmlinux",
+        ),
+        case(
+            "ELF without PVH entry",
+            &["-k", &p(&no_pvh)],
+            1,
+            "ELF kernel has no PVH entry point",
+        ),
+        case(
+            "initrd larger than RAM",
+            &["-k", good, "-m", "4", "-i", &p(&big_initrd)],
+            1,
+            format!(
+                "initrd {} (8388608 bytes) is larger than guest RAM (4194304 bytes)",
+                p(&big_initrd)
+            ),
+        ),
+        case(
+            "missing initrd",
+            &["-k", good, "-i", "/nonexistent/initrd"],
+            1,
+            "initrd /nonexistent/initrd: No such file or directory",
+        ),
+        case(
+            "-m 0",
+            &["-k", good, "-m", "0"],
+            1,
+            "-m/--mem must be larger than 0",
+        ),
+        case(
+            "-m garbage",
+            &["-k", good, "-m", "lots"],
+            1,
+            "invalid size 'lots'",
+        ),
+        case(
+            "-m 1T on a small host",
+            &["-k", good, "-m", "1T"],
+            1,
+            "-m 1048576 MiB is more than this host's",
+        ),
+        case(
+            "-c 0",
+            &["-k", good, "-c", "0"],
+            1,
+            "-c/--cpus must be at least 1",
+        ),
+        case(
+            "-c 100000",
+            &["-k", good, "-c", "100000"],
+            1,
+            "-c 100000: this host's KVM allows at most",
+        ),
+        case(
+            "unknown --console",
+            &["-k", good, "--console", "bogus"],
+            2,
+            "invalid value 'bogus' for '--console <CONSOLE>'",
+        ),
+        case(
+            "--console hv on x86",
+            &["-k", good, "--console", "hv"],
+            1,
+            "--console hv is only available on PowerPC",
+        ),
+        case(
+            "unreadable --dev",
+            &["-k", good, "--dev", "/nonexistent/kvm"],
+            1,
+            "cannot open /nonexistent/kvm: No such file or directory",
+        ),
+        case(
+            "--dev that is not KVM",
+            &["-k", good, "--dev", "/dev/null"],
+            1,
+            "/dev/null",
+        ),
+        case(
+            "--hugetlbfs on a non-hugetlbfs path",
+            &["-k", good, "--hugetlbfs", "/tmp"],
+            1,
+            "--hugetlbfs /tmp: not a hugetlbfs mount",
+        ),
+        case(
+            "unknown option",
+            &["-k", good, "--bogus"],
+            2,
+            "unexpected argument '--bogus' found",
+        ),
+        case(
+            "no kernel",
+            &[],
+            1,
+            "no kernel to boot: pass one with -k/--kernel",
+        ),
+        case(
+            "kvmtool option not implemented yet",
+            &["-k", good, "--disk", "x.img"],
+            1,
+            "option --disk is not supported yet",
+        ),
+        case(
+            "bad --name",
+            &["-k", good, "--name", "../x"],
+            1,
+            "--name must be non-empty",
+        ),
+    ];
+    assert!(cases.len() >= 12);
+    for c in &cases {
+        let out = run(lkvm()
+            .arg("run")
+            .args(&c.args)
+            .args(["--loglevel", "error"]));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(c.code), "{}: stderr {err}", c.name);
+        assert!(
+            out.stdout.is_empty(),
+            "{}: stdout {}",
+            c.name,
+            text(&out.stdout)
+        );
+        assert_eq!(err.lines().count(), 1, "{}: not one line: {err}", c.name);
+        assert!(err.starts_with("lkvm: error: "), "{}: {err}", c.name);
+        assert!(
+            err.contains(&c.message),
+            "{}: expected '{}' in: {err}",
+            c.name,
+            c.message
+        );
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn commands_not_implemented_yet_say_so() {
+    for cmd in [
+        "setup", "list", "stop", "pause", "resume", "stat", "balloon", "debug", "sandbox",
+    ] {
+        let out = run(lkvm().args([cmd, "-n", "guest-1"]));
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            text(&out.stderr),
+            format!("lkvm: error: 'lkvm {cmd}' is not supported yet\n")
+        );
+    }
+}
+
+#[test]
+fn version_and_help_work() {
+    let out = run(lkvm().arg("version"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("lkvm version {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = run(lkvm().args(["help", "run"]));
+    assert_eq!(help.status.code(), Some(0));
+    let h = text(&help.stdout);
+    for opt in [
+        "--kernel",
+        "--initrd",
+        "--params",
+        "--cpus",
+        "--mem",
+        "--console",
+        "--debug-ioport",
+        "--hugetlbfs",
+    ] {
+        assert!(h.contains(opt), "help lacks {opt}");
+    }
+}
