@@ -1,6 +1,7 @@
 //! Bad input from the user: every case gets exactly one `lkvm: error:` line
 //! on stderr naming the problem, nothing on stdout, and a non-zero exit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(target_arch = "x86_64")]
 
 mod common;

@@ -1,6 +1,7 @@
 //! Tiny x86 guests on the host's /dev/kvm: console output, input and the
 //! ways a VM ends. The guests are assembled from `tests/guests/*.s`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(target_arch = "x86_64")]
 
 mod common;

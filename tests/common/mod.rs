@@ -2,6 +2,8 @@
 //! from `tests/guests/*.s`, and runs with a deadline.
 
 #![allow(dead_code)]
+// Test support: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
