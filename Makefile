@@ -1,0 +1,54 @@
+# lkvm: build, test, cross-compile, benchmark.
+#
+#   make run        boot the default guest (Debian kernel + busybox shell)
+#   make test       everything CI runs
+#   make cross      static lkvm for x86_64, aarch64, riscv64gc, powerpc64le
+#   make bench      VMM overhead benchmarks (JSON lines)
+#   make deps       install apt packages, QEMU, cross linkers, rustup targets
+
+HOST_TARGET := x86_64-unknown-linux-gnu
+CROSS_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu \
+                 riscv64gc-unknown-linux-gnu powerpc64le-unknown-linux-gnu
+STATIC := RUSTFLAGS="-C target-feature=+crt-static"
+CARGO ?= cargo
+
+.PHONY: all build cross deps lint fmt-check clippy unit test bench run clean
+
+all: build
+
+build:
+	$(STATIC) $(CARGO) build --release --target $(HOST_TARGET)
+
+cross:
+	@for t in $(CROSS_TARGETS); do \
+		echo "== lkvm for $$t"; \
+		$(STATIC) $(CARGO) build --release --target $$t || exit 1; \
+	done
+
+deps:
+	./tests/tools/deps.sh
+
+fmt-check:
+	$(CARGO) fmt --check
+
+clippy:
+	@for t in $(CROSS_TARGETS); do \
+		echo "== clippy for $$t"; \
+		$(CARGO) clippy --all-targets --target $$t -- -D warnings || exit 1; \
+	done
+
+lint: fmt-check clippy
+
+unit:
+	$(CARGO) test --all-targets
+
+test: lint unit cross
+
+bench: build
+	python3 tests/bench/bench.py
+
+run: build
+	python3 tests/boot/lab.py run-host
+
+clean:
+	$(CARGO) clean
