@@ -1,7 +1,9 @@
 # lkvm: build, test, cross-compile, benchmark.
 #
 #   make run        boot the default guest (Debian kernel + busybox shell)
+#   make run ARCH=a the default guest of architecture a, inside the boot lab
 #   make test       everything CI runs
+#   make boot-test [ARCH=a]  boot lab: L1 Linux under QEMU runs lkvm on L2
 #   make cross      static lkvm for x86_64, aarch64, riscv64gc, powerpc64le
 #   make bench      VMM overhead benchmarks (JSON lines)
 #   make deps       install apt packages, QEMU, cross linkers, rustup targets
@@ -12,7 +14,10 @@ CROSS_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu \
 STATIC := RUSTFLAGS="-C target-feature=+crt-static"
 CARGO ?= cargo
 
-.PHONY: all build cross deps lint fmt-check clippy unit test bench run clean
+ARCH ?=
+
+.PHONY: all build cross deps lint fmt-check clippy unit test bench run clean \
+        boot-test boot-test-supported
 
 all: build
 
@@ -42,13 +47,25 @@ lint: fmt-check clippy
 unit:
 	$(CARGO) test --all-targets
 
-test: lint unit cross
+test: lint unit cross boot-test-supported
+
+# Every architecture (or ARCH=...); fails for those lkvm does not support yet.
+boot-test:
+	python3 tests/boot/lab.py test $(ARCH)
+
+boot-test-supported:
+	python3 tests/boot/lab.py test --supported
 
 bench: build
 	python3 tests/bench/bench.py
+	python3 tests/boot/lab.py bench $(ARCH)
 
-run: build
+run:
+ifeq ($(ARCH),)
 	python3 tests/boot/lab.py run-host
+else
+	python3 tests/boot/lab.py run $(ARCH)
+endif
 
 clean:
 	$(CARGO) clean

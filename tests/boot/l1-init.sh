@@ -1,0 +1,31 @@
+#!/bin/busybox sh
+# L1 init of the boot lab: load KVM, prove it works, run lkvm on the L2
+# kernel, report lkvm's exit status, power off. Parameters come from the L1
+# kernel command line (lkvm.cpus, lkvm.mem, lkvm.token, lkvm.extra, lkvm.mode).
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+arg() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" /proc/cmdline; }
+echo "LKVM-L1-BOOTED"
+for m in $(cat /modules.order 2>/dev/null); do
+    insmod "/modules/$m" || echo "LKVM-L1: insmod $m failed"
+done
+if ! /kvmcheck; then
+    echo "LKVM-L1-NOKVM"
+    poweroff -f
+fi
+echo "LKVM-L1-READY"
+
+cpus=$(arg lkvm.cpus); mem=$(arg lkvm.mem); token=$(arg lkvm.token)
+extra=$(arg lkvm.extra | tr ',' ' '); mode=$(arg lkvm.mode)
+initrd=/l2/initrd-test.cpio.gz
+[ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
+params="$(cat /l2/params) lkvm.token=$token"
+echo "LKVM-START lkvm run -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
+/lkvm run -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
+echo "LKVM-EXIT rc=$?"
+poweroff -f

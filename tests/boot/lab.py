@@ -1,0 +1,569 @@
+#!/usr/bin/env python3
+"""The boot lab: the static, cross-built lkvm boots a Linux guest on every
+architecture.
+
+An L1 Linux of the target architecture boots under QEMU (TCG, with that
+architecture's virtualisation extension), loads KVM, proves it can create a VM
+and a vCPU, and runs lkvm on an L2 Linux whose init prints a marker line with
+`uname -m`, `nproc`, a token read back from /proc/cmdline and its uptime. A
+boot passes only on that marker with the expected architecture, CPU count and
+token, and lkvm exiting 0.
+
+    lab.py test [ARCH ...]        boot matrix; one JSON line per boot
+    lab.py boot ARCH [-c N] ...   one boot; one JSON line
+    lab.py bench [ARCH ...]       median L2 boot time of 5 boots per arch
+    lab.py run ARCH               interactive: a shell in L2 inside L1
+    lab.py run-host               the default guest on this machine's /dev/kvm
+    lab.py fetch [ARCH ...]       download and cache the pinned guest inputs
+
+Only the Python standard library is used. Downloads are cached in
+~/.cache/lkvm (or $LKVM_CACHE), outside the repository.
+"""
+
+import argparse
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import secrets
+import select
+import shlex
+import shutil
+import stat
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CACHE = Path(os.environ.get("LKVM_CACHE", str(Path.home() / ".cache" / "lkvm")))
+PINS = tomllib.loads((HERE / "pins.toml").read_text())
+ALL_ARCHES = list(PINS)
+TAIL_LINES = 40
+MARKER = re.compile(
+    r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) uptime=([0-9.]+)")
+
+# The boot matrix per architecture: (vCPUs, extra lkvm options).
+MATRIX = {
+    "x86_64": [(1, []), (2, [])],
+    "aarch64": [(1, []), (2, [])],
+    "riscv64": [(1, []), (2, [])],
+    "ppc64le": [(1, []), (2, [])],
+}
+
+
+class LabError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+# --- fetching --------------------------------------------------------------
+
+class Apt:
+    """apt with private state, so foreign-architecture packages can be
+    downloaded without touching the host's configuration."""
+
+    def __init__(self, suite, deb_arch):
+        self.suite = suite
+        self.arch = deb_arch
+        self.dir = CACHE / "apt" / f"{suite}-{deb_arch}"
+        self.updated = False
+
+    def opts(self):
+        d = self.dir
+        return [
+            "-o", f"Dir::Etc::sourcelist={d / 'sources.list'}",
+            "-o", "Dir::Etc::sourceparts=-",
+            "-o", f"Dir::State::Lists={d / 'lists'}",
+            "-o", f"Dir::State::status={d / 'status'}",
+            "-o", f"Dir::Cache={d / 'cache'}",
+            "-o", "APT::Architectures::=amd64",
+            "-o", f"APT::Architectures::={self.arch}",
+            "-o", "Acquire::Languages=none",
+            "-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false",
+            "-o", "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false",
+            "-o", "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false",
+            "-o", "Debug::NoLocking=1",
+            "-o", "APT::Sandbox::User=root",
+            "-q",
+        ]
+
+    def update(self):
+        if self.updated:
+            return
+        (self.dir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.dir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.dir / "status").touch()
+        (self.dir / "sources.list").write_text(
+            f"deb [arch={self.arch}] http://deb.debian.org/debian {self.suite} main\n")
+        log(f"apt update ({self.suite}, {self.arch})")
+        run(["apt-get", *self.opts(), "update"], stdout=subprocess.DEVNULL)
+        self.updated = True
+
+    def candidate(self, pkg):
+        out = run(["apt-cache", *self.opts(), "show", f"{pkg}:{self.arch}"],
+                  capture_output=True, text=True, check=False).stdout
+        versions = re.findall(r"^Version: (\S+)", out, re.M)
+        return versions[0] if versions else None
+
+    def download(self, pkg, version):
+        """Returns (path of the .deb, version actually fetched)."""
+        for v in (version, None):
+            if v is not None:
+                dest = CACHE / "debs" / self.arch / pkg / v.replace(":", "%3a")
+                found = sorted(dest.glob("*.deb")) if dest.is_dir() else []
+                if found:
+                    return found[0], v
+            self.update()
+            if v is None:
+                v = self.candidate(pkg)
+                if v is None:
+                    raise LabError(f"{pkg}:{self.arch} is not in Debian {self.suite}")
+                log(f"WARNING: pinned {pkg} {version} is no longer in the mirror; "
+                    f"using {v} (update tests/boot/pins.toml)")
+            dest = CACHE / "debs" / self.arch / pkg / v.replace(":", "%3a")
+            tmp = dest.with_name(dest.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            log(f"downloading {pkg}:{self.arch} {v}")
+            res = run(["apt-get", *self.opts(), "download", f"{pkg}:{self.arch}={v}"],
+                      cwd=tmp, check=False, capture_output=True, text=True)
+            if res.returncode == 0 and list(tmp.glob("*.deb")):
+                shutil.rmtree(dest, ignore_errors=True)
+                tmp.rename(dest)
+                return sorted(dest.glob("*.deb"))[0], v
+            shutil.rmtree(tmp, ignore_errors=True)
+            if version is None or v != version:
+                raise LabError(f"cannot download {pkg}:{self.arch} {v}: {res.stderr.strip()}")
+        raise LabError(f"cannot download {pkg}")
+
+
+def extract(deb):
+    dest = CACHE / "extract" / deb.parent.relative_to(CACHE / "debs")
+    if (dest / ".done").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    run(["dpkg-deb", "-x", str(deb), str(dest)])
+    (dest / ".done").touch()
+    return dest
+
+
+class Inputs:
+    """The fetched and unpacked guest inputs of one architecture."""
+
+    def __init__(self, arch):
+        p = PINS[arch]
+        apt = Apt(p["suite"], p["deb_arch"])
+        kdeb, self.kernel_version = apt.download(p["kernel_pkg"], p["kernel_version"])
+        bdeb, self.busybox_version = apt.download("busybox-static", p["busybox_version"])
+        self.kernel_root = extract(kdeb)
+        self.busybox = extract(bdeb) / "bin" / "busybox"
+        self.l1_kernel = one(self.kernel_root, p["l1_kernel"])
+        self.l2_kernel = one(self.kernel_root, p["l2_kernel"])
+
+
+def one(root, pattern):
+    found = sorted(root.glob(pattern))
+    if len(found) != 1:
+        raise LabError(f"expected one {pattern} in {root}, found {len(found)}")
+    return found[0]
+
+
+# --- kernel modules ----------------------------------------------------------
+
+def module_index(root):
+    index = {}
+    for path in root.glob("lib/modules/*/kernel/**/*.ko*"):
+        name = path.name.split(".ko")[0].replace("-", "_")
+        index[name] = path
+    return index
+
+
+def module_bytes(path):
+    data = path.read_bytes()
+    return lzma.decompress(data) if path.name.endswith(".xz") else data
+
+
+def module_order(root, wanted):
+    """Modules to insmod, dependencies first, from each .ko's .modinfo."""
+    index = module_index(root)
+    order, seen = [], set()
+
+    def visit(name):
+        name = name.replace("-", "_")
+        if name in seen:
+            return
+        seen.add(name)
+        if name not in index:
+            raise LabError(f"module {name} not found in the kernel package")
+        m = re.search(rb"depends=([^\x00]*)\x00", module_bytes(index[name]))
+        for dep in (m.group(1).decode().split(",") if m and m.group(1) else []):
+            visit(dep)
+        order.append(name)
+
+    for w in wanted:
+        visit(w)
+    return [(n, index[n]) for n in order]
+
+
+# --- initramfs -----------------------------------------------------------------
+
+class Cpio:
+    """A newc cpio archive, written without root (device nodes included)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.ino = 1
+        self.dirs = set()
+
+    def _entry(self, name, mode, data=b"", rdev=(0, 0)):
+        name_b = name.encode() + b"\0"
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0]
+        self.ino += 1
+        self.buf += b"070701" + b"".join(b"%08x" % f for f in fields) + name_b
+        self.buf += b"\0" * (-len(self.buf) % 4)
+        self.buf += data
+        self.buf += b"\0" * (-len(self.buf) % 4)
+
+    def parents(self, name):
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d and d not in self.dirs:
+                self.dirs.add(d)
+                self._entry(d, stat.S_IFDIR | 0o755)
+
+    def file(self, name, data, mode=0o644):
+        self.parents(name)
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def dir(self, name):
+        self.parents(name + "/x")
+
+    def chardev(self, name, major, minor):
+        self.parents(name)
+        self._entry(name, stat.S_IFCHR | 0o600, rdev=(major, minor))
+
+    def finish(self, level=6):
+        self._entry("TRAILER!!!", 0)
+        return gzip.compress(bytes(self.buf), compresslevel=level, mtime=0)
+
+
+def base_initramfs(busybox, init):
+    c = Cpio()
+    c.file("bin/busybox", busybox.read_bytes(), 0o755)
+    c.chardev("dev/console", 5, 1)
+    c.dir("proc")
+    c.dir("sys")
+    c.dir("tmp")
+    c.file("init", init.encode(), 0o755)
+    return c
+
+
+def l2_initramfs(arch, inputs, template):
+    init = (HERE / template).read_text().replace("@END@", PINS[arch]["l2_end"])
+    return base_initramfs(inputs.busybox, init).finish()
+
+
+# --- tools built for the guest ---------------------------------------------------
+
+def build_kvmcheck(arch):
+    src = HERE / "kvmcheck.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = CACHE / "tools" / f"kvmcheck-{arch}-{digest}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
+    return out
+
+
+def build_lkvm(arch):
+    target = PINS[arch]["rust_target"]
+    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
+    run(["cargo", "build", "--release", "--quiet", "--target", target], cwd=ROOT, env=env)
+    return ROOT / "target" / target / "release" / "lkvm"
+
+
+def l1_initramfs(arch, inputs):
+    p = PINS[arch]
+    c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
+    names = []
+    for name, path in module_order(inputs.kernel_root, p["modules"]):
+        c.file(f"modules/{name}.ko", module_bytes(path))
+        names.append(f"{name}.ko")
+    c.file("modules.order", ("\n".join(names) + "\n").encode())
+    c.file("kvmcheck", build_kvmcheck(arch).read_bytes(), 0o755)
+    c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
+    c.file("l2/kernel", inputs.l2_kernel.read_bytes())
+    c.file("l2/initrd-test.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh"))
+    c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
+    c.file("l2/params", (p["l2_params"] + "\n").encode())
+    out = CACHE / "work" / arch / "l1.cpio.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(c.finish(level=1))
+    return out
+
+
+# --- booting ------------------------------------------------------------------------
+
+def require_lkvm_support(arch):
+    if arch not in PINS:
+        raise LabError(f"unknown architecture {arch} (known: {', '.join(ALL_ARCHES)})")
+    if not PINS[arch]["lkvm"]:
+        raise LabError(f"lkvm does not support {arch} yet")
+
+
+def qemu_cmd(arch, inputs, initrd, append, interactive=False):
+    cmd = list(PINS[arch]["qemu"])
+    cmd += ["-nographic", "-nic", "none", "-no-reboot",
+            "-kernel", str(inputs.l1_kernel), "-initrd", str(initrd), "-append", append]
+    if interactive:
+        # Ctrl-B for QEMU's own escape, so Ctrl-A reaches lkvm inside L1.
+        cmd += ["-echr", "0x02"]
+    return cmd
+
+
+def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None):
+    """One boot. Returns the result record (also on failure)."""
+    require_lkvm_support(arch)
+    inputs = inputs or Inputs(arch)
+    initrd = initrd or l1_initramfs(arch, inputs)
+    p = PINS[arch]
+    token = secrets.token_hex(6)
+    append = (f"console={p['l1_console']} panic=-1 lkvm.mode=test lkvm.cpus={cpus} "
+              f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)}")
+    cmd = qemu_cmd(arch, inputs, initrd, append)
+    rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "mem_mib": mem,
+           "kernel": inputs.kernel_version, "result": "fail"}
+    lines, marks = [], {}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    pending = b""
+    reason = None
+    deadline = t0 + timeout
+    try:
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                reason = f"timeout after {timeout} s"
+                break
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    reason = reason or f"QEMU exited ({proc.returncode}) before lkvm finished"
+                    break
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                if proc.wait() is not None and "lkvm_exit" not in rec:
+                    reason = reason or f"QEMU exited ({proc.returncode}) before lkvm finished"
+                break
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace").rstrip("\r")
+                t = round(time.monotonic() - t0, 3)
+                lines.append(f"{t:8.3f} | {line}")
+                for key, pat in (("l1_ready", "LKVM-L1-READY"), ("lkvm_start", "LKVM-START"),
+                                 ("no_kvm", "LKVM-L1-NOKVM")):
+                    if pat in line and key not in marks:
+                        marks[key] = t
+                m = MARKER.search(line)
+                if m and "marker" not in marks:
+                    marks["marker"] = t
+                    rec.update(l2_arch=m.group(1), l2_cpus=int(m.group(2)),
+                               l2_token=m.group(3), l2_uptime_s=float(m.group(4)))
+                m = re.search(r"LKVM-EXIT rc=(\d+)", line)
+                if m:
+                    rec["lkvm_exit"] = int(m.group(1))
+                if "Kernel panic" in line and "marker" not in marks:
+                    reason = reason or "kernel panic: " + line.strip()
+            if "no_kvm" in marks:
+                reason = "KVM is not usable in L1"
+                break
+            if "lkvm_exit" in rec:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    console_log = CACHE / "work" / arch / f"console-c{cpus}.log"
+    console_log.write_text("\n".join(lines) + "\n")
+    rec["console_log"] = str(console_log)
+    rec["qemu_to_l1_ready_s"] = marks.get("l1_ready")
+    rec["qemu_to_lkvm_start_s"] = marks.get("lkvm_start")
+    rec["qemu_to_marker_s"] = marks.get("marker")
+    if "marker" in marks and "lkvm_start" in marks:
+        rec["lkvm_start_to_marker_s"] = round(marks["marker"] - marks["lkvm_start"], 3)
+    problems = []
+    if "marker" not in marks:
+        problems.append(reason or "no L2 marker line")
+    else:
+        if rec["l2_arch"] != p["uname"]:
+            problems.append(f"L2 reports arch {rec['l2_arch']}, expected {p['uname']}")
+        if rec["l2_cpus"] != cpus:
+            problems.append(f"L2 reports {rec['l2_cpus']} CPUs, expected {cpus}")
+        if rec["l2_token"] != token:
+            problems.append(f"L2 read back token {rec['l2_token']!r}, expected {token!r}")
+        if rec.get("lkvm_exit") != 0:
+            problems.append(reason or f"lkvm exited with {rec.get('lkvm_exit')}")
+    if problems:
+        rec["error"] = "; ".join(problems)
+        log(f"{arch} -c {cpus} {' '.join(extra)}: FAILED: {rec['error']}")
+        log(f"last {TAIL_LINES} console lines:")
+        for line in lines[-TAIL_LINES:]:
+            print(f"    {line}", file=sys.stderr)
+    else:
+        rec["result"] = "pass"
+    return rec
+
+
+def cmd_test(args):
+    arches = args.arch or ALL_ARCHES
+    if args.supported:
+        arches = [a for a in arches if PINS[a]["lkvm"]]
+        log(f"architectures lkvm supports: {', '.join(arches)}")
+    failed = 0
+    for arch in arches:
+        try:
+            require_lkvm_support(arch)
+            inputs = Inputs(arch)
+            initrd = l1_initramfs(arch, inputs)
+        except LabError as e:
+            log(f"{arch}: {e}")
+            failed += 1
+            continue
+        for cpus, extra in MATRIX[arch]:
+            rec = boot(arch, cpus, extra, timeout=args.timeout, inputs=inputs, initrd=initrd)
+            print(json.dumps(rec), flush=True)
+            failed += rec["result"] != "pass"
+    return 1 if failed else 0
+
+
+def cmd_boot(args):
+    extra = shlex.split(args.lkvm_args)
+    if any("," in a for a in extra):
+        raise LabError("lkvm options passed through the lab may not contain commas")
+    rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout)
+    print(json.dumps(rec), flush=True)
+    return 0 if rec["result"] == "pass" else 1
+
+
+def cmd_bench(args):
+    failed = 0
+    for arch in args.arch or [a for a in ALL_ARCHES if PINS[a]["lkvm"]]:
+        require_lkvm_support(arch)
+        inputs = Inputs(arch)
+        initrd = l1_initramfs(arch, inputs)
+        times = []
+        for _ in range(5):
+            rec = boot(arch, 1, [], timeout=args.timeout, inputs=inputs, initrd=initrd)
+            if rec["result"] != "pass":
+                failed += 1
+                continue
+            times.append(rec["lkvm_start_to_marker_s"])
+        if times:
+            print(json.dumps({"bench": "l2_boot", "arch": arch, "unit": "s",
+                              "median": round(statistics.median(times), 3),
+                              "min": min(times), "max": max(times), "runs": len(times),
+                              "what": "lkvm start inside L1 to the L2 marker, -c 1 -m 256"}),
+                  flush=True)
+    return 1 if failed else 0
+
+
+def cmd_run(args):
+    require_lkvm_support(args.arch)
+    inputs = Inputs(args.arch)
+    initrd = l1_initramfs(args.arch, inputs)
+    p = PINS[args.arch]
+    append = (f"console={p['l1_console']} panic=-1 quiet lkvm.mode=shell lkvm.cpus={args.cpus} "
+              f"lkvm.mem={args.mem} lkvm.token=interactive lkvm.extra=")
+    log("L1 boots under QEMU, then lkvm boots L2 to a shell. Ctrl-A x quits lkvm; "
+        "Ctrl-B x quits QEMU.")
+    return subprocess.call(qemu_cmd(args.arch, inputs, initrd, append, interactive=True))
+
+
+def host_arch():
+    machine = os.uname().machine
+    return {"ppc64le": "ppc64le", "x86_64": "x86_64", "aarch64": "aarch64",
+            "riscv64": "riscv64"}.get(machine, machine)
+
+
+def cmd_run_host(args):
+    arch = host_arch()
+    require_lkvm_support(arch)
+    inputs = Inputs(arch)
+    initrd = CACHE / "work" / arch / "shell.cpio.gz"
+    initrd.parent.mkdir(parents=True, exist_ok=True)
+    initrd.write_bytes(l2_initramfs(arch, inputs, "shell-init.sh"))
+    lkvm = build_lkvm(arch)
+    cmd = [str(lkvm), "run", "-k", str(inputs.l2_kernel), "-i", str(initrd),
+           "-c", str(args.cpus), "-m", str(args.mem)]
+    log(" ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def cmd_fetch(args):
+    for arch in args.arch or ALL_ARCHES:
+        inputs = Inputs(arch)
+        log(f"{arch}: kernel {inputs.kernel_version} ({inputs.l1_kernel.name}), "
+            f"busybox {inputs.busybox_version}")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("test")
+    t.add_argument("arch", nargs="*")
+    t.add_argument("--supported", action="store_true",
+                   help="only the architectures lkvm supports today")
+    t.add_argument("--timeout", type=int, default=300)
+    b = sub.add_parser("boot")
+    b.add_argument("arch")
+    b.add_argument("-c", "--cpus", type=int, default=1)
+    b.add_argument("-m", "--mem", type=int, default=256)
+    b.add_argument("--timeout", type=int, default=300)
+    b.add_argument("--lkvm-args", default="", help="extra lkvm options, e.g. '--irqchip gicv3'")
+    be = sub.add_parser("bench")
+    be.add_argument("arch", nargs="*")
+    be.add_argument("--timeout", type=int, default=300)
+    r = sub.add_parser("run")
+    r.add_argument("arch")
+    r.add_argument("-c", "--cpus", type=int, default=2)
+    r.add_argument("-m", "--mem", type=int, default=256)
+    rh = sub.add_parser("run-host")
+    rh.add_argument("-c", "--cpus", type=int, default=2)
+    rh.add_argument("-m", "--mem", type=int, default=512)
+    f = sub.add_parser("fetch")
+    f.add_argument("arch", nargs="*")
+    args = ap.parse_args()
+    handler = {"test": cmd_test, "boot": cmd_boot, "bench": cmd_bench, "run": cmd_run,
+               "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
+    try:
+        return handler(args)
+    except LabError as e:
+        log(f"error: {e}")
+        return 1
+    except subprocess.CalledProcessError as e:
+        log(f"error: {' '.join(map(str, e.cmd))} failed with {e.returncode}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
