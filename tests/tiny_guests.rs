@@ -176,3 +176,77 @@ fn sigterm_stops_the_guest_with_143() {
     assert_eq!(out.status.code(), Some(143));
     assert!(text(&out.stderr).contains("received signal 15"));
 }
+
+#[test]
+fn mmio_accesses_exit_to_lkvm_and_debug_mmio_logs_them() {
+    if !kvm_available() {
+        return;
+    }
+    let out = run(&mut boot("mmio", &["--debug-mmio", "--loglevel", "error"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // nothing is mapped there: the write is dropped and the read is zero
+    assert_eq!(text(&out.stdout), "lkvm test guest: mmio read 0\r\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("mmio: vCPU 0 write 0xd0000000 size 4 data 44332211"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mmio: vCPU 0 read  0xd0000000 size 4 data 00000000"),
+        "{err}"
+    );
+}
+
+/// Mounts a private hugetlbfs with enough huge pages for a 64 MiB guest and
+/// boots the tiny guest on it. Needs root (CI runs as root); elsewhere it
+/// fails unless LKVM_SKIP_KVM_TESTS=1 outside CI.
+#[test]
+fn hugetlbfs_backed_guest_ram_boots() {
+    if !kvm_available() {
+        return;
+    }
+    let is_root =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !is_root {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        if !in_ci && std::env::var("LKVM_SKIP_KVM_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: mounting hugetlbfs needs root");
+            return;
+        }
+        panic!("this test mounts hugetlbfs and needs root");
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("hugetlbfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nr = std::path::Path::new("/proc/sys/vm/nr_hugepages");
+    let before: u64 = std::fs::read_to_string(nr).unwrap().trim().parse().unwrap();
+    // 64 MiB of 2 MiB pages, plus what is already reserved for others
+    std::fs::write(nr, format!("{}", before + 32)).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mount.success(), "mount hugetlbfs");
+    let out = run(lkvm()
+        .arg("run")
+        .arg("-k")
+        .arg(guest("hello"))
+        .args(["-m", "64", "-c", "1", "--loglevel", "error", "--hugetlbfs"])
+        .arg(&dir));
+    let misaligned = run(lkvm()
+        .arg("run")
+        .arg("-k")
+        .arg(guest("hello"))
+        .args(["-m", "3M", "-c", "1", "--hugetlbfs"])
+        .arg(&dir));
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let _ = std::fs::write(nr, format!("{before}"));
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("lkvm test guest: hello\r\n"));
+    assert_eq!(misaligned.status.code(), Some(1));
+    assert!(
+        text(&misaligned.stderr).contains("is not a multiple of the 0x200000-byte huge page size")
+    );
+}
