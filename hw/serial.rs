@@ -84,9 +84,7 @@ impl BusDevice for Serial8250 {
             Ok(reg) if offset < UART_LEN => self.uart.read(reg),
             _ => 0xff,
         };
-        if offset == 0 {
-            self.refill();
-        }
+        self.refill();
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -99,6 +97,9 @@ impl BusDevice for Serial8250 {
         if let Err(e) = self.uart.write(reg, value) {
             log::debug!("serial: write of {value:#x} to register {reg}: {e}");
         }
+        // Refill after every access, not only RBR reads, so queued input
+        // keeps flowing whatever the guest does to the FIFO and line state.
+        self.refill();
     }
 }
 
@@ -164,6 +165,28 @@ mod tests {
             u.read(0, &mut b);
             got.push(b[0]);
         }
+        assert_eq!(got, input);
+    }
+
+    #[test]
+    fn queued_input_survives_fifo_control_writes() {
+        let (mut u, _, _) = uart();
+        let input: Vec<u8> = (0..100u8).collect();
+        u.queue(&input);
+        u.write(2, &[0x07]); // FCR: enable and clear both FIFOs
+        let mut got = Vec::new();
+        let mut lsr = [0u8];
+        for _ in 0..1000 {
+            u.read(5, &mut lsr);
+            if lsr[0] & 1 == 0 {
+                break;
+            }
+            let mut b = [0u8];
+            u.read(0, &mut b);
+            got.push(b[0]);
+        }
+        // vm-superio's model ignores FCR, so nothing is dropped, and the
+        // bytes beyond the 64-byte FIFO follow without further input
         assert_eq!(got, input);
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::config::VmConfig;
 use crate::control::VmControl;
-use crate::irq::IrqChip;
+use crate::fdt::DeviceNode;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::ConsoleSink;
@@ -17,7 +17,9 @@ pub struct Platform {
     pub pio: Bus,
     pub mmio: Bus,
     pub ctl: Arc<VmControl>,
-    pub irqchip: Arc<dyn IrqChip>,
+    pub vm: Arc<Vm>,
+    /// Devices as the device tree describes them (FDT architectures).
+    pub fdt_nodes: Vec<DeviceNode>,
 }
 
 /// One architecture's part of building and running a VM. The core calls the
@@ -43,7 +45,15 @@ pub trait Arch: Sized + Send + Sync + 'static {
     fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Self::Error>;
     /// Kernel parameters added unless `--nodefaults`.
     fn default_cmdline(&self) -> &'static str;
-    /// Places kernel, initrd, command line and firmware tables in RAM.
+    /// Initialises vCPU `vcpu.id()` (features, CPUID, MSRs, ...), right
+    /// after it is created. Boot registers come later, in `boot_vcpu`.
+    fn init_vcpu(&mut self, kvm: &Kvm, vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Self::Error>;
+    /// VM-wide setup that needs every vCPU to exist (arm64 vGIC init).
+    fn finish_vcpus(&mut self, _vm: &Vm, _vcpus: &[Vcpu]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Places kernel, initrd, command line and firmware tables (MP table,
+    /// device tree) in RAM.
     fn load(
         &mut self,
         mem: &GuestMemory,
@@ -51,9 +61,10 @@ pub trait Arch: Sized + Send + Sync + 'static {
         kernel: &[u8],
         initrd: Option<&[u8]>,
         cmdline: &str,
+        fdt_nodes: &[DeviceNode],
     ) -> Result<Self::Boot, Self::Error>;
-    /// Brings vCPU `vcpu.id()` to its reset/boot state.
-    fn setup_vcpu(&self, kvm: &Kvm, vcpu: &mut Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
+    /// Sets the boot registers of `vcpu`.
+    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
     /// The vCPU's registers, for crash reports at `--loglevel debug`.
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String;
 }
@@ -120,6 +131,14 @@ macro_rules! arch_not_implemented {
             fn default_cmdline(&self) -> &'static str {
                 ""
             }
+            fn init_vcpu(
+                &mut self,
+                _kvm: &$crate::kvm::Kvm,
+                _vm: &$crate::kvm::Vm,
+                _vcpu: &mut $crate::kvm::Vcpu,
+            ) -> Result<(), Self::Error> {
+                Err($crate::arch::NotImplemented($name))
+            }
             fn load(
                 &mut self,
                 _mem: &$crate::memory::GuestMemory,
@@ -127,12 +146,12 @@ macro_rules! arch_not_implemented {
                 _kernel: &[u8],
                 _initrd: Option<&[u8]>,
                 _cmdline: &str,
+                _fdt_nodes: &[$crate::fdt::DeviceNode],
             ) -> Result<(), Self::Error> {
                 Err($crate::arch::NotImplemented($name))
             }
-            fn setup_vcpu(
+            fn boot_vcpu(
                 &self,
-                _kvm: &$crate::kvm::Kvm,
                 _vcpu: &mut $crate::kvm::Vcpu,
                 _boot: &(),
             ) -> Result<(), Self::Error> {

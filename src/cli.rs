@@ -102,6 +102,127 @@ impl LogLevel {
     }
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AsyncPfMode {
+    /// Enable where the host supports it
+    #[default]
+    Auto,
+    /// Require it; fail where the host lacks it
+    On,
+    /// Never touch it
+    Off,
+}
+
+/// Options that only exist on some architectures. They parse everywhere (so
+/// their handling is tested on every host) and are refused on the others.
+#[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
+pub struct ArchArgs {
+    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2)
+    #[arg(long, help_heading = "Arch-specific options")]
+    pub irqchip: Option<String>,
+    /// Write the generated device tree blob to FILE (arm64)
+    #[arg(long, value_name = "FILE", help_heading = "Arch-specific options")]
+    pub dump_dtb: Option<PathBuf>,
+    /// arm64: give every vCPU a PMUv3 (PPI 23)
+    #[arg(long, help_heading = "Arch-specific options")]
+    pub pmu: bool,
+    /// arm64: limit SVE vector lengths to at most this many bits
+    #[arg(long, value_name = "BITS", help_heading = "Arch-specific options")]
+    pub sve_max_vl: Option<u32>,
+    /// arm64: keep MTE off (it is off by default; kept for kvmtool compatibility)
+    #[arg(long, help_heading = "Arch-specific options")]
+    pub disable_mte: bool,
+    /// arm64: no stolen-time (pvtime) region for the vCPUs
+    #[arg(long, help_heading = "Arch-specific options")]
+    pub no_pvtime: bool,
+    /// arm64: KASLR seed for the guest (0: none; default: random)
+    #[arg(long, value_name = "SEED", help_heading = "Arch-specific options")]
+    pub kaslr_seed: Option<u64>,
+    /// arm64: asynchronous page faults (SDEI event + PPI), where the host has them
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        help_heading = "Arch-specific options"
+    )]
+    pub async_pf: Option<AsyncPfMode>,
+
+    // kvmtool arm64 options not implemented yet
+    #[arg(long, hide = true)]
+    pub aarch32: bool,
+    #[arg(long, hide = true)]
+    pub vcpu_affinity: Option<String>,
+    #[arg(long, hide = true)]
+    pub override_bad_firmware_cntfrq: bool,
+    #[arg(long, hide = true)]
+    pub force_pci: bool,
+    #[arg(long, hide = true)]
+    pub firmware_address: Option<String>,
+}
+
+impl ArchArgs {
+    /// Options given that lkvm does not implement yet.
+    pub fn unsupported_option(&self) -> Option<&'static str> {
+        [
+            (self.aarch32, "--aarch32"),
+            (self.vcpu_affinity.is_some(), "--vcpu-affinity"),
+            (
+                self.override_bad_firmware_cntfrq,
+                "--override-bad-firmware-cntfrq",
+            ),
+            (self.force_pci, "--force-pci"),
+            (self.firmware_address.is_some(), "--firmware-address"),
+        ]
+        .iter()
+        .find(|(set, _)| *set)
+        .map(|(_, name)| *name)
+    }
+
+    /// The first option given that does not exist on `arch` (a
+    /// `std::env::consts::ARCH` name), with the architectures it exists on.
+    pub fn foreign_option(&self, arch: &str) -> Option<(&'static str, &'static str)> {
+        let options = [
+            (
+                self.irqchip.is_some(),
+                "--irqchip",
+                "arm64",
+                &["aarch64"][..],
+            ),
+            (
+                self.dump_dtb.is_some(),
+                "--dump-dtb",
+                "arm64",
+                &["aarch64"][..],
+            ),
+            (self.pmu, "--pmu", "arm64", &["aarch64"][..]),
+            (
+                self.sve_max_vl.is_some(),
+                "--sve-max-vl",
+                "arm64",
+                &["aarch64"][..],
+            ),
+            (self.disable_mte, "--disable-mte", "arm64", &["aarch64"][..]),
+            (self.no_pvtime, "--no-pvtime", "arm64", &["aarch64"][..]),
+            (
+                self.kaslr_seed.is_some(),
+                "--kaslr-seed",
+                "arm64",
+                &["aarch64"][..],
+            ),
+            (
+                self.async_pf.is_some(),
+                "--async-pf",
+                "arm64",
+                &["aarch64"][..],
+            ),
+        ];
+        options
+            .iter()
+            .find(|(set, _, _, arches)| *set && !arches.contains(&arch))
+            .map(|(_, name, on, _)| (*name, *on))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     // --- Basic options ---
@@ -140,6 +261,10 @@ pub struct RunArgs {
     /// Kernel command line parameters
     #[arg(short = 'p', long)]
     pub params: Option<String>,
+
+    // --- Architecture-specific options ---
+    #[command(flatten)]
+    pub arch: ArchArgs,
 
     // --- Debug options ---
     /// Log every port I/O access
@@ -220,7 +345,11 @@ impl RunArgs {
             (self.debug_iodelay.is_some(), "--debug-iodelay"),
             (self.vidmode.is_some(), "--vidmode"),
         ];
-        given.iter().find(|(set, _)| *set).map(|(_, name)| *name)
+        given
+            .iter()
+            .find(|(set, _)| *set)
+            .map(|(_, name)| *name)
+            .or_else(|| self.arch.unsupported_option())
     }
 }
 
@@ -271,6 +400,39 @@ mod tests {
     fn unknown_console_and_option_fail_to_parse() {
         assert!(parse(&["run", "--console", "bogus"]).is_err());
         assert!(parse(&["run", "--no-such-option"]).is_err());
+    }
+
+    #[test]
+    fn arch_options_parse_everywhere_and_know_their_architecture() {
+        let Command::Run(run) = parse(&[
+            "run",
+            "--irqchip",
+            "gicv3-its",
+            "--pmu",
+            "--async-pf",
+            "on",
+            "--kaslr-seed",
+            "7",
+            "--dump-dtb",
+            "/tmp/x.dtb",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(run.arch.irqchip.as_deref(), Some("gicv3-its"));
+        assert_eq!(run.arch.async_pf, Some(AsyncPfMode::On));
+        assert_eq!(run.arch.kaslr_seed, Some(7));
+        assert_eq!(run.arch.foreign_option("aarch64"), None);
+        assert_eq!(
+            run.arch.foreign_option("x86_64"),
+            Some(("--irqchip", "arm64"))
+        );
+        let Command::Run(run) = parse(&["run", "--aarch32"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(run.unsupported_option(), Some("--aarch32"));
     }
 
     #[test]

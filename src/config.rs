@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{ConsoleKind, RunArgs};
+use crate::cli::{ArchArgs, ConsoleKind, RunArgs};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -24,6 +24,11 @@ pub enum Error {
     ConsoleHvNotHere,
     #[error("--name must be non-empty and may use only letters, digits, '-', '_' and '.'")]
     BadName,
+    #[error("option {option} is only available on {arches}")]
+    ForeignOption {
+        option: &'static str,
+        arches: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -108,13 +113,23 @@ pub struct VmConfig {
     pub hugetlbfs: Option<PathBuf>,
     pub debug_ioport: bool,
     pub debug_mmio: bool,
+    /// Architecture-specific options, already checked to exist on this host.
+    pub arch: ArchArgs,
 }
 
 impl VmConfig {
     /// Validates what can be checked without KVM; `host` fills in defaults.
     pub fn from_args(args: &RunArgs, host: Host) -> Result<VmConfig> {
+        Self::from_args_on(args, host, std::env::consts::ARCH)
+    }
+
+    /// [`VmConfig::from_args`] as if running on architecture `arch`.
+    pub fn from_args_on(args: &RunArgs, host: Host, arch: &str) -> Result<VmConfig> {
         if let Some(opt) = args.unsupported_option() {
             return Err(Error::NotSupportedYet(opt));
+        }
+        if let Some((option, arches)) = args.arch.foreign_option(arch) {
+            return Err(Error::ForeignOption { option, arches });
         }
         match args.console {
             ConsoleKind::Serial => {}
@@ -149,6 +164,7 @@ impl VmConfig {
             hugetlbfs: args.hugetlbfs.clone(),
             debug_ioport: args.debug_ioport,
             debug_mmio: args.debug_mmio,
+            arch: args.arch.clone(),
         })
     }
 
@@ -259,6 +275,15 @@ mod tests {
             Error::NotSupportedYet("--disk")
         );
         assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
+        let on = |a: &[&str], arch| VmConfig::from_args_on(&run_args(a), host(1), arch);
+        assert_eq!(
+            on(&["-k", "k", "--pmu"], "x86_64").unwrap_err(),
+            Error::ForeignOption {
+                option: "--pmu",
+                arches: "arm64"
+            }
+        );
+        assert!(on(&["-k", "k", "--pmu"], "aarch64").unwrap().arch.pmu);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod fdt;
 pub mod irq;
 pub mod kvm;
 pub mod loader;

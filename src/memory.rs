@@ -22,6 +22,8 @@ use crate::kvm::{self, MemoryRegion, Vm, MEM_LOG_DIRTY_PAGES, MEM_READONLY};
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+/// The block size KVM maps THP-backed guest RAM with.
+const HUGE_PAGE: usize = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,6 +66,12 @@ pub enum Error {
         size: u64,
         #[source]
         source: vm_memory::mmap::FromRangesError,
+    },
+    #[error("cannot allocate {size} MiB of guest RAM: {source}")]
+    AllocateAligned {
+        size: u64,
+        #[source]
+        source: std::io::Error,
     },
     #[error("cannot register guest RAM with KVM: {0}")]
     Register(#[source] kvm::Error),
@@ -260,19 +268,88 @@ pub struct RamRange {
     pub size: u64,
 }
 
+/// An anonymous mapping placed at an `align`-aligned host address, so that
+/// transparent huge pages can back it and KVM can map guest RAM with block
+/// (2 MiB) entries: that needs host and guest addresses congruent modulo
+/// the block size. Unmapped on drop.
+#[derive(Debug)]
+struct AlignedMapping {
+    addr: std::ptr::NonNull<std::ffi::c_void>,
+    size: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; the pointer is
+// never dereferenced through it, only handed to munmap on drop.
+unsafe impl Send for AlignedMapping {}
+// SAFETY: as above; shared references give no access to the memory.
+unsafe impl Sync for AlignedMapping {}
+
+impl AlignedMapping {
+    fn new(size: usize, align: usize) -> std::io::Result<Self> {
+        let len = std::num::NonZeroUsize::new(size + align)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh anonymous private mapping overlaps nothing.
+        let base = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_NORESERVE,
+            )
+        }?;
+        let start = base.as_ptr() as usize;
+        let aligned = start.next_multiple_of(align);
+        let head = aligned - start;
+        let tail = align - head;
+        if head > 0 {
+            // SAFETY: [start, aligned) is the unused head of our own mapping.
+            unsafe { nix::sys::mman::munmap(base, head) }?;
+        }
+        let addr = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        if tail > 0 {
+            let end = std::ptr::NonNull::new((aligned + size) as *mut std::ffi::c_void)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            // SAFETY: [aligned + size, start + size + align) is the unused
+            // tail of our own mapping.
+            unsafe { nix::sys::mman::munmap(end, tail) }?;
+        }
+        Ok(AlignedMapping { addr, size })
+    }
+}
+
+impl Drop for AlignedMapping {
+    fn drop(&mut self) {
+        // SAFETY: this value owns exactly this mapping, and the vm-memory
+        // region viewing it (not owning it) has been dropped before us.
+        if let Err(e) = unsafe { nix::sys::mman::munmap(self.addr, self.size) } {
+            log::debug!("munmap of guest RAM failed: {e}");
+        }
+    }
+}
+
 /// Guest RAM: the mappings, and the slots they were registered as.
 #[derive(Debug)]
 pub struct GuestRam {
+    // Declared before `_mappings` so the views are dropped before the
+    // mappings they point into are unmapped.
     mem: GuestMemory,
+    _mappings: Vec<AlignedMapping>,
     slots: SlotTable,
     advice: RamAdvice,
 }
 
 impl GuestRam {
     /// Maps guest RAM per `ranges` with the given backing and advice.
+    /// Anonymous RAM that is to be advised `MADV_HUGEPAGE` is mapped 2 MiB
+    /// aligned.
     pub fn new(ranges: &[RamRange], backing: &Backing, advice: RamAdvice) -> Result<GuestRam> {
         let total: u64 = ranges.iter().map(|r| r.size).sum();
+        let mut aligned = Vec::new();
         let mem = match backing {
+            Backing::Anonymous if advice.hugepage => {
+                Self::map_aligned(ranges, total, HUGE_PAGE, &mut aligned)?
+            }
             Backing::Anonymous => GuestMemory::from_ranges(
                 &ranges
                     .iter()
@@ -287,11 +364,52 @@ impl GuestRam {
         };
         let ram = GuestRam {
             mem,
+            _mappings: aligned,
             slots: SlotTable::new(usize::MAX),
             advice,
         };
         ram.advise();
         Ok(ram)
+    }
+
+    fn map_aligned(
+        ranges: &[RamRange],
+        total: u64,
+        align: usize,
+        keep: &mut Vec<AlignedMapping>,
+    ) -> Result<GuestMemory> {
+        let alloc_err = |e: std::io::Error| Error::AllocateAligned {
+            size: total >> 20,
+            source: e,
+        };
+        let mut regions = Vec::new();
+        for r in ranges {
+            let size = usize::try_from(r.size).map_err(|_| Error::SlotOverflow {
+                addr: r.base,
+                size: r.size,
+            })?;
+            let mapping = AlignedMapping::new(size, align).map_err(alloc_err)?;
+            let prot = libc::PROT_READ | libc::PROT_WRITE;
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+            // SAFETY: `mapping` is a live private anonymous mapping of
+            // exactly `size` bytes with these protections; it is kept in
+            // `keep` (owned by GuestRam) and outlives the view built here.
+            let view = unsafe {
+                MmapRegion::<()>::build_raw(mapping.addr.as_ptr().cast(), size, prot, flags)
+            }
+            .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
+            keep.push(mapping);
+            let region =
+                GuestRegionMmap::new(view, GuestAddress(r.base)).ok_or(Error::Allocate {
+                    size: total >> 20,
+                    source: vm_memory::mmap::FromRangesError::InvalidGuestRegion,
+                })?;
+            regions.push(region);
+        }
+        GuestMemory::from_regions(regions).map_err(|e| Error::Allocate {
+            size: total >> 20,
+            source: e.into(),
+        })
     }
 
     fn map_hugetlbfs(dir: &Path, ranges: &[RamRange], total: u64) -> Result<GuestMemory> {
@@ -409,6 +527,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::Bytes;
 
     #[test]
     fn slots_get_lowest_free_ids_and_flags() {
@@ -520,6 +639,21 @@ mod tests {
             .unwrap();
         let ram = GuestRam::new(&ranges, &Backing::Anonymous, advice).unwrap();
         assert_eq!(ram.memory().num_regions(), 2);
+        let thp = MemoryPolicy { sync_mmu: true }
+            .plan(&Backing::Anonymous, true)
+            .unwrap();
+        let aligned = GuestRam::new(&ranges, &Backing::Anonymous, thp).unwrap();
+        for region in aligned.memory().iter() {
+            assert_eq!(
+                region.as_ptr() as usize % HUGE_PAGE,
+                0,
+                "host address 2 MiB aligned"
+            );
+        }
+        aligned
+            .memory()
+            .write_obj(0xabu8, GuestAddress(0x1_001f_ffff))
+            .unwrap();
         assert!(ram.memory().address_in_range(GuestAddress(0x1_001f_ffff)));
         assert!(!ram.memory().address_in_range(GuestAddress(0x10_0000)));
     }

@@ -151,29 +151,41 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         pio: Bus::new("pio"),
         mmio: Bus::new("mmio"),
         ctl: ctl.clone(),
-        irqchip: vm.clone(),
+        vm: vm.clone(),
+        fdt_nodes: Vec::new(),
     };
     let console = arch.setup_devices(&mut platform).map_err(arch_err)?;
     phases.mark("irqchip and devices");
+
+    let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
+    for id in 0..cfg.cpus {
+        let mut vcpu = vm.create_vcpu(id)?;
+        arch.init_vcpu(&kvm, &vm, &mut vcpu).map_err(arch_err)?;
+        vcpus.push(vcpu);
+    }
+    arch.finish_vcpus(&vm, &vcpus).map_err(arch_err)?;
+    phases.mark("creating vCPUs");
 
     let cmdline = cfg.cmdline(arch.default_cmdline());
     log::debug!("kernel command line: {cmdline}");
     // `Boot` is `()` for architectures whose port has not landed yet.
     #[allow(clippy::let_unit_value)]
     let boot = arch
-        .load(ram.memory(), cfg, &kernel, initrd.as_deref(), &cmdline)
+        .load(
+            ram.memory(),
+            cfg,
+            &kernel,
+            initrd.as_deref(),
+            &cmdline,
+            &platform.fdt_nodes,
+        )
         .map_err(arch_err)?;
     drop(kernel);
     drop(initrd);
-    phases.mark("loading the kernel");
-
-    let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
-    for id in 0..cfg.cpus {
-        let mut vcpu = vm.create_vcpu(id)?;
-        arch.setup_vcpu(&kvm, &mut vcpu, &boot).map_err(arch_err)?;
-        vcpus.push(vcpu);
+    for vcpu in &mut vcpus {
+        arch.boot_vcpu(vcpu, &boot).map_err(arch_err)?;
     }
-    phases.mark("creating vCPUs");
+    phases.mark("loading the kernel");
 
     let arch = Arc::new(arch);
     let dump_arch = arch.clone();
@@ -232,7 +244,8 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     // Devices hold the VM (as their irqchip) through the buses; once they
     // are gone the VM fd closes, before guest RAM is unmapped.
     drop(ctx);
-    drop(platform.irqchip);
+    drop(platform.vm);
+    drop(platform.fdt_nodes);
     drop(console);
     drop(arch);
     drop(vm);

@@ -17,13 +17,14 @@ use super::regs::{self, BootSregs, Segment};
 use crate::arch::{Arch, Platform};
 use crate::bus::{self, SharedDevice};
 use crate::config::VmConfig;
+use crate::fdt::DeviceNode;
 use crate::hw::acpi_pm::{AcpiPm, ACPI_PM_LEN, ACPI_PM_PORT};
 use crate::hw::i8042::{I8042, I8042_LEN, I8042_PORT, KBD_IRQ};
 use crate::hw::pci::{PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
 use crate::hw::rtc::{Rtc, RTC_LEN, RTC_PORT};
 use crate::hw::serial::{Serial8250, SerialConsole, COM1_IRQ, COM1_PORT, UART_LEN};
 use crate::hw::IgnoredPorts;
-use crate::irq::{IrqLine, Trigger};
+use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
@@ -295,7 +296,9 @@ impl Arch for X86 {
     }
 
     fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
-        let edge = |line| IrqLine::new(p.irqchip.clone(), line, Trigger::Edge);
+        // The in-kernel PIC/IOAPIC take ISA IRQ numbers as KVM_IRQ_LINE lines.
+        let chip: Arc<dyn IrqChip> = p.vm.clone();
+        let edge = |line| IrqLine::new(chip.clone(), line, Trigger::Edge);
         let serial = Arc::new(Mutex::new(Serial8250::new(
             edge(COM1_IRQ),
             Box::new(ConsoleOut),
@@ -339,6 +342,7 @@ impl Arch for X86 {
         kernel_image: &[u8],
         initrd: Option<&[u8]>,
         cmdline: &str,
+        _fdt_nodes: &[DeviceNode],
     ) -> Result<BootPlan, Error> {
         let plan = kernel::load(mem, cfg.ram_size, cfg.cpus, kernel_image, initrd, cmdline)?;
         log::debug!(
@@ -351,11 +355,14 @@ impl Arch for X86 {
         Ok(plan)
     }
 
-    fn setup_vcpu(&self, _kvm: &Kvm, vcpu: &mut Vcpu, boot: &BootPlan) -> Result<(), Error> {
+    fn init_vcpu(&mut self, _kvm: &Kvm, _vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
         self.set_cpuid(vcpu)?;
         Self::set_msrs(vcpu)?;
         Self::set_fpu(vcpu)?;
-        Self::set_lint(vcpu)?;
+        Self::set_lint(vcpu)
+    }
+
+    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &BootPlan) -> Result<(), Error> {
         // Secondary vCPUs wait for INIT/SIPI from the boot CPU, in the reset
         // state KVM gave them.
         if vcpu.id() == 0 {

@@ -8,5 +8,9 @@
 /bin/busybox --install -s /bin
 export PATH=/bin
 token=$(sed -n 's/.*lkvm\.token=\([^[:space:]]*\).*/\1/p' /proc/cmdline)
-echo "LKVM-L2-MARKER arch=$(uname -m) cpus=$(nproc) token=$token uptime=$(cut -d' ' -f1 /proc/uptime)"
+# Prove console input end to end: the harness types a line into L1's
+# console when it sees this prompt; lkvm must carry it to this UART.
+echo "LKVM-L2-ASK"
+read -t 60 reply
+echo "LKVM-L2-MARKER arch=$(uname -m) cpus=$(nproc) token=$token input=$reply uptime=$(cut -d' ' -f1 /proc/uptime)"
 @END@

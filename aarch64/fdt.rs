@@ -1,0 +1,272 @@
+//! The arm64 guest's device tree, built in one pass: root, cpus, memory,
+//! chosen, psci, the GIC, timer, PMU, SDEI firmware and every registered
+//! device.
+
+use vm_fdt::FdtWriter;
+
+use super::gic::{
+    GicLayout, GIC_PPI, GIC_SPI, IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, PHANDLE_GIC,
+};
+use super::regs::MPIDR_HWID_MASK;
+use crate::fdt::DeviceNode;
+use crate::irq::Trigger;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the device tree: {0}")]
+    Fdt(#[from] vm_fdt::Error),
+    #[error("device {0} has interrupt {1}, which is not an SPI")]
+    NotSpi(String, u32),
+}
+
+/// The arch timer's PPIs (secure, non-secure, virtual, hypervisor physical),
+/// as PPI numbers (INTID - 16).
+const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+/// PMUv3 overflow interrupt: PPI 7, INTID 23.
+pub const PMU_PPI: u32 = 7;
+
+/// Everything the device tree describes.
+#[derive(Debug)]
+pub struct FdtInputs<'a> {
+    /// MPIDR of each vCPU, as KVM assigned them.
+    pub mpidrs: &'a [u64],
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub cmdline: &'a str,
+    pub initrd: Option<(u64, u64)>,
+    pub gic: &'a GicLayout,
+    pub pmu: bool,
+    /// Async PF is on: emit `/firmware/sdei`.
+    pub sdei: bool,
+    pub kaslr_seed: Option<u64>,
+    pub devices: &'a [DeviceNode],
+    /// The node `stdout-path` points at.
+    pub stdout: Option<&'a DeviceNode>,
+}
+
+pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", inp.cmdline)?;
+    if let Some((start, size)) = inp.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    if let Some(dev) = inp.stdout {
+        fdt.property_string("stdout-path", &format!("/{}", dev.node_name()))?;
+    }
+    if let Some(seed) = inp.kaslr_seed {
+        fdt.property_u64("kaslr-seed", seed)?;
+    }
+    fdt.end_node(chosen)?;
+
+    let memory = fdt.begin_node(&format!("memory@{:x}", inp.ram_base))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[inp.ram_base, inp.ram_size])?;
+    fdt.end_node(memory)?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    for mpidr in inp.mpidrs {
+        let hwid = (mpidr & MPIDR_HWID_MASK) as u32;
+        let cpu = fdt.begin_node(&format!("cpu@{hwid:x}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_string("compatible", "arm,arm-v8")?;
+        fdt.property_string("enable-method", "psci")?;
+        fdt.property_u32("reg", hwid)?;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    // PSCI 0.2 is implemented by KVM; its function ids are the standard ones.
+    let psci = fdt.begin_node("psci")?;
+    fdt.property_string("compatible", "arm,psci-0.2")?;
+    fdt.property_string("method", "hvc")?;
+    fdt.end_node(psci)?;
+
+    inp.gic.write_fdt(&mut fdt)?;
+
+    let ncpus = inp.mpidrs.len() as u32;
+    let ppi_flags = inp.gic.ppi_flags(ncpus, IRQ_TYPE_LEVEL_HIGH);
+    let timer = fdt.begin_node("timer")?;
+    fdt.property_string("compatible", "arm,armv8-timer")?;
+    let irqs: Vec<u32> = TIMER_PPIS
+        .iter()
+        .flat_map(|ppi| [GIC_PPI, *ppi, ppi_flags])
+        .collect();
+    fdt.property_array_u32("interrupts", &irqs)?;
+    fdt.property_null("always-on")?;
+    fdt.end_node(timer)?;
+
+    if inp.pmu {
+        let pmu = fdt.begin_node("pmu")?;
+        fdt.property_string("compatible", "arm,armv8-pmuv3")?;
+        fdt.property_array_u32("interrupts", &[GIC_PPI, PMU_PPI, ppi_flags])?;
+        fdt.end_node(pmu)?;
+    }
+
+    if inp.sdei {
+        let firmware = fdt.begin_node("firmware")?;
+        let sdei = fdt.begin_node("sdei")?;
+        fdt.property_string("compatible", "arm,sdei-1.0")?;
+        fdt.property_string("method", "hvc")?;
+        fdt.end_node(sdei)?;
+        fdt.end_node(firmware)?;
+    }
+
+    for dev in inp.devices {
+        let node = fdt.begin_node(&dev.node_name())?;
+        fdt.property_string_list(
+            "compatible",
+            dev.compatible.iter().map(|s| s.to_string()).collect(),
+        )?;
+        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
+        if let Some(irq) = dev.irq {
+            let spi = irq
+                .checked_sub(32)
+                .ok_or_else(|| Error::NotSpi(dev.node_name(), irq))?;
+            let trigger = match dev.trigger {
+                Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+            };
+            fdt.property_array_u32("interrupts", &[GIC_SPI, spi, trigger])?;
+        }
+        for (name, value) in &dev.u32_props {
+            fdt.property_u32(name, *value)?;
+        }
+        fdt.end_node(node)?;
+    }
+
+    fdt.end_node(root)?;
+    Ok(fdt.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gic::GicKind;
+    use super::super::layout::{RAM_BASE, UART_BASE, UART_LEN};
+    use super::super::regs::kvm_mpidr;
+    use super::*;
+    use crate::fdt::testing::assert_golden;
+
+    struct Case {
+        cpus: u32,
+        gic: GicKind,
+        initrd: bool,
+        sdei: bool,
+        pmu: bool,
+    }
+
+    fn blob(c: &Case) -> Vec<u8> {
+        let mpidrs: Vec<u64> = (0..c.cpus).map(kvm_mpidr).collect();
+        let gic = GicLayout::new(c.gic, c.cpus).unwrap();
+        let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, 32);
+        build(&FdtInputs {
+            mpidrs: &mpidrs,
+            ram_base: RAM_BASE,
+            ram_size: 256 << 20,
+            cmdline: "console=ttyS0 earlycon lkvm.token=golden",
+            initrd: c.initrd.then_some((0x8f00_0000, 0x12_3456)),
+            gic: &gic,
+            pmu: c.pmu,
+            sdei: c.sdei,
+            kaslr_seed: Some(0x0123_4567_89ab_cdef),
+            devices: std::slice::from_ref(&uart),
+            stdout: Some(&uart),
+        })
+        .unwrap()
+    }
+
+    fn case(cpus: u32, gic: GicKind) -> Case {
+        Case {
+            cpus,
+            gic,
+            initrd: false,
+            sdei: false,
+            pmu: false,
+        }
+    }
+
+    #[test]
+    fn golden_1cpu_gicv3() {
+        assert_golden("aarch64/1cpu-gicv3", &blob(&case(1, GicKind::V3)));
+    }
+
+    #[test]
+    fn golden_4cpu_gicv3() {
+        assert_golden("aarch64/4cpu-gicv3", &blob(&case(4, GicKind::V3)));
+    }
+
+    #[test]
+    fn golden_4cpu_gicv3_its_with_initrd_and_pmu() {
+        let c = Case {
+            initrd: true,
+            pmu: true,
+            ..case(4, GicKind::V3Its)
+        };
+        assert_golden("aarch64/4cpu-gicv3-its-initrd-pmu", &blob(&c));
+    }
+
+    #[test]
+    fn golden_1cpu_gicv2() {
+        assert_golden("aarch64/1cpu-gicv2", &blob(&case(1, GicKind::V2)));
+    }
+
+    #[test]
+    fn golden_4cpu_gicv2m_with_initrd() {
+        let c = Case {
+            initrd: true,
+            ..case(4, GicKind::V2m)
+        };
+        assert_golden("aarch64/4cpu-gicv2m-initrd", &blob(&c));
+    }
+
+    #[test]
+    fn golden_1cpu_gicv3_async_pf_on() {
+        let c = Case {
+            sdei: true,
+            ..case(1, GicKind::V3)
+        };
+        assert_golden("aarch64/1cpu-gicv3-asyncpf", &blob(&c));
+    }
+
+    #[test]
+    fn sdei_node_is_present_only_with_async_pf() {
+        let on = crate::fdt::testing::decompile(&blob(&Case {
+            sdei: true,
+            ..case(2, GicKind::V3)
+        }));
+        let off = crate::fdt::testing::decompile(&blob(&case(2, GicKind::V3)));
+        assert!(on.contains("compatible = \"arm,sdei-1.0\""));
+        assert!(on.contains("method = \"hvc\""));
+        assert!(!off.contains("sdei"));
+    }
+
+    #[test]
+    fn device_interrupts_must_be_spis() {
+        let gic = GicLayout::new(GicKind::V3, 1).unwrap();
+        let bad = DeviceNode::ns16550a(UART_BASE, UART_LEN, 20);
+        let err = build(&FdtInputs {
+            mpidrs: &[kvm_mpidr(0)],
+            ram_base: RAM_BASE,
+            ram_size: 64 << 20,
+            cmdline: "",
+            initrd: None,
+            gic: &gic,
+            pmu: false,
+            sdei: false,
+            kaslr_seed: None,
+            devices: std::slice::from_ref(&bad),
+            stdout: None,
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::NotSpi(_, 20)));
+    }
+}

@@ -1,0 +1,668 @@
+//! The arm64 implementation of the architecture hooks: the part that talks
+//! to KVM.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+    kvm_vcpu_init, KVM_ARM_VCPU_PMU_V3, KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_INIT,
+    KVM_ARM_VCPU_PMU_V3_IRQ, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
+    KVM_ARM_VCPU_PTRAUTH_ADDRESS, KVM_ARM_VCPU_PTRAUTH_GENERIC, KVM_ARM_VCPU_PVTIME_CTRL,
+    KVM_ARM_VCPU_PVTIME_IPA, KVM_ARM_VCPU_SVE, KVM_CREATE_DEVICE_TEST, KVM_DEV_ARM_VGIC_CTRL_INIT,
+    KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+    KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V2_ADDR_TYPE_CPU, KVM_VGIC_V2_ADDR_TYPE_DIST,
+    KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+};
+use kvm_ioctls::DeviceFd;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::asyncpf::{self, AsyncPfCmd, AsyncPfHost, KVM_ARM_ASYNC_PF_COMMAND};
+use super::fdt::{self, FdtInputs, PMU_PPI};
+use super::gic::{
+    self, kvm_irq_line_spi, GicKind, GicLayout, SpiLines, SpiSink, V2mFrame, NR_IRQS,
+};
+use super::image::{self, Image, Placement};
+use super::layout::{
+    FIRST_DEVICE_SPI, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE, UART_BASE, UART_LEN,
+};
+use super::regs;
+use crate::arch::{Arch, Platform};
+use crate::bus;
+use crate::cli::AsyncPfMode;
+use crate::config::VmConfig;
+use crate::fdt::DeviceNode;
+use crate::hw::serial::{Serial8250, SerialConsole};
+use crate::irq::{IrqChip, IrqLine, Trigger};
+use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::memory::{GuestMemory, RamRange};
+use crate::term::{ConsoleOut, ConsoleSink};
+
+const KVM_CAP_ARM_PMU_V3: u32 = 126;
+const KVM_CAP_ARM_VM_IPA_SIZE: u32 = 165;
+const KVM_CAP_ARM_SVE: u32 = 170;
+const KVM_CAP_ARM_PTRAUTH_ADDRESS: u32 = 171;
+const KVM_CAP_ARM_PTRAUTH_GENERIC: u32 = 172;
+const KVM_CAP_STEAL_TIME: u32 = 187;
+/// `KVM_REG_ARM64_SVE_VLS`: the bitmap of vector lengths (in 128-bit units).
+const KVM_REG_ARM64_SVE_VLS: u64 = 0x6060_0000_0015_ffff;
+/// KVM's default IPA size; larger ones must be asked for in the VM type.
+const DEFAULT_IPA_BITS: u32 = 40;
+/// Most vCPUs KVM gives an arm64 VM (KVM_MAX_VCPUS).
+const MAX_CPUS: u32 = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Gic(#[from] gic::Error),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Fdt(#[from] fdt::Error),
+    #[error(transparent)]
+    AsyncPf(#[from] asyncpf::Error),
+    #[error("cannot place a device: {0}")]
+    Bus(#[from] bus::Error),
+    #[error("guest RAM up to {end:#x} needs {bits}-bit guest physical addresses; this host's KVM allows {max}")]
+    IpaTooSmall { end: u64, bits: u32, max: i32 },
+    #[error("--pmu: this host's KVM has no PMUv3 for guests")]
+    NoPmu,
+    #[error("--sve-max-vl {0}: must be a multiple of 128 between 128 and 2048")]
+    BadSveLength(u32),
+    #[error("--sve-max-vl: this host's KVM has no SVE for guests")]
+    NoSve,
+    #[error("cannot write {what} into guest memory: {source}")]
+    Write {
+        what: &'static str,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    #[error("--dump-dtb {path}: {source}")]
+    DumpDtb {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("vCPU {0} was not initialised before loading")]
+    MissingMpidr(u32),
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |e| Error::Kvm {
+        op,
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    }
+}
+
+/// What the boot vCPU starts with.
+#[derive(Clone, Copy, Debug)]
+pub struct Boot {
+    pub entry: u64,
+    pub fdt: u64,
+}
+
+pub struct Aarch64 {
+    cpus: u32,
+    ram_size: u64,
+    requested_gic: Option<GicKind>,
+    gic: Option<GicLayout>,
+    gic_fd: Option<DeviceFd>,
+    its_fd: Option<DeviceFd>,
+    pmu: bool,
+    sve: bool,
+    sve_max_vl: Option<u32>,
+    ptrauth: bool,
+    pvtime_wanted: bool,
+    pvtime: bool,
+    async_pf_mode: AsyncPfMode,
+    async_pf: Option<u32>,
+    kaslr_seed: Option<u64>,
+    dump_dtb: Option<PathBuf>,
+    mpidrs: Vec<u64>,
+}
+
+impl std::fmt::Debug for Aarch64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aarch64")
+            .field("cpus", &self.cpus)
+            .field("gic", &self.gic)
+            .finish()
+    }
+}
+
+/// Raises SPIs through `KVM_IRQ_LINE`.
+struct VmSpis(Arc<Vm>);
+
+impl SpiSink for VmSpis {
+    fn set_spi(&self, intid: u32, level: bool) -> Result<(), crate::irq::Error> {
+        self.0
+            .set_irq_line(kvm_irq_line_spi(intid), level)
+            .map_err(|source| crate::irq::Error::Set {
+                line: intid,
+                source,
+            })
+    }
+}
+
+/// The real host behind the async-PF logic.
+struct KvmAsyncPf<'a> {
+    vm: &'a Vm,
+    vcpus: &'a [Vcpu],
+}
+
+fn async_pf_ioctl<F: std::os::fd::AsRawFd>(fd: &F, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
+    // SAFETY: KVM_ARM_ASYNC_PF_COMMAND reads and writes exactly one 16-byte
+    // `struct kvm_arm_async_pf_cmd`, which `cmd` is (size asserted at compile
+    // time) and which lives across the call. It is only issued once the VM
+    // reported KVM_CAP_ASYNC_PF_INT; elsewhere the kernel answers ENOTTY.
+    let rc =
+        unsafe { vmm_sys_util::ioctl::ioctl_with_mut_ref(fd, KVM_ARM_ASYNC_PF_COMMAND as _, cmd) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl AsyncPfHost for KvmAsyncPf<'_> {
+    fn check_vm_extension(&self, cap: u32) -> i32 {
+        self.vm.check_extension(cap)
+    }
+    fn vm_command(&self, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
+        async_pf_ioctl(self.vm.fd(), cmd)
+    }
+    fn vcpu_command(&self, vcpu: u32, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
+        let fd = self
+            .vcpus
+            .get(vcpu as usize)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        async_pf_ioctl(fd.fd(), cmd)
+    }
+}
+
+fn random_seed() -> Option<u64> {
+    let mut buf = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
+        Ok(()) => Some(u64::from_ne_bytes(buf)),
+        Err(e) => {
+            log::warn!("no KASLR seed for the guest: /dev/urandom: {e}");
+            None
+        }
+    }
+}
+
+fn set_attr(
+    fd: &DeviceFd,
+    op: &'static str,
+    group: u32,
+    attr: u64,
+    addr: u64,
+) -> Result<(), Error> {
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr,
+    };
+    fd.set_device_attr(&a).map_err(kvm_err(op))
+}
+
+/// Creates a KVM device, or with `test` only asks whether KVM could.
+fn create_device(vm: &Vm, kind: u32, test: bool) -> Result<Option<DeviceFd>, kvm_ioctls::Error> {
+    let mut dev = kvm_create_device {
+        type_: kind,
+        fd: 0,
+        flags: if test { KVM_CREATE_DEVICE_TEST } else { 0 },
+    };
+    let fd = vm.fd().create_device(&mut dev)?;
+    if test {
+        // A test creates nothing and leaves `fd` at 0, but kvm-ioctls still
+        // wraps it: dropping that handle would close lkvm's stdin.
+        std::mem::forget(fd);
+        return Ok(None);
+    }
+    Ok(Some(fd))
+}
+
+impl Aarch64 {
+    fn create_gic(&mut self, vm: &Vm) -> Result<(), Error> {
+        let kind = match self.requested_gic {
+            Some(k) => k,
+            None if create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, true).is_ok() => {
+                GicKind::V3
+            }
+            None => GicKind::V2,
+        };
+        let layout = GicLayout::new(kind, self.cpus)?;
+        let (dev_type, op) = if kind.is_v3() {
+            (
+                kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+                "KVM_CREATE_DEVICE(vGICv3)",
+            )
+        } else {
+            (
+                kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
+                "KVM_CREATE_DEVICE(vGICv2)",
+            )
+        };
+        let fd = create_device(vm, dev_type, false)
+            .map_err(kvm_err(op))?
+            .ok_or(Error::Gic(gic::Error::Unknown(kind.to_string())))?;
+        let dist = layout.dist.0;
+        let frames: Vec<(u32, u64)> = if kind.is_v3() {
+            vec![
+                (KVM_VGIC_V3_ADDR_TYPE_DIST, dist),
+                (
+                    KVM_VGIC_V3_ADDR_TYPE_REDIST,
+                    layout.redist.map_or(0, |r| r.0),
+                ),
+            ]
+        } else {
+            vec![
+                (KVM_VGIC_V2_ADDR_TYPE_DIST, dist),
+                (KVM_VGIC_V2_ADDR_TYPE_CPU, layout.cpu.map_or(0, |c| c.0)),
+            ]
+        };
+        for (attr, addr) in frames {
+            set_attr(
+                &fd,
+                "KVM_SET_DEVICE_ATTR(vGIC address)",
+                KVM_DEV_ARM_VGIC_GRP_ADDR,
+                attr.into(),
+                &addr as *const u64 as u64,
+            )?;
+        }
+        if let Some((its_base, _)) = layout.its {
+            let its = create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, false)
+                .map_err(kvm_err("KVM_CREATE_DEVICE(ITS)"))?
+                .ok_or(Error::Gic(gic::Error::Unknown(kind.to_string())))?;
+            set_attr(
+                &its,
+                "KVM_SET_DEVICE_ATTR(ITS address)",
+                KVM_DEV_ARM_VGIC_GRP_ADDR,
+                KVM_VGIC_ITS_ADDR_TYPE.into(),
+                &its_base as *const u64 as u64,
+            )?;
+            self.its_fd = Some(its);
+        }
+        log::debug!("arm64: {kind} at {dist:#x}");
+        self.gic = Some(layout);
+        self.gic_fd = Some(fd);
+        Ok(())
+    }
+
+    fn limit_sve(&self, vcpu: &Vcpu) -> Result<(), Error> {
+        let Some(max_vl) = self.sve_max_vl else {
+            return Ok(());
+        };
+        let mut vls = [0u8; 64];
+        vcpu.fd()
+            .get_one_reg(KVM_REG_ARM64_SVE_VLS, &mut vls)
+            .map_err(kvm_err("KVM_GET_ONE_REG(SVE_VLS)"))?;
+        // Bit n-1 set: a vector length of n x 128 bits is offered.
+        let max_quads = (max_vl / 128) as usize;
+        for bit in max_quads..512 {
+            vls[bit / 8] &= !(1 << (bit % 8));
+        }
+        vcpu.fd()
+            .set_one_reg(KVM_REG_ARM64_SVE_VLS, &vls)
+            .map_err(kvm_err("KVM_SET_ONE_REG(SVE_VLS)"))?;
+        Ok(())
+    }
+
+    fn read_reg(vcpu: &Vcpu, id: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        vcpu.fd().get_one_reg(id, &mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn set_reg(vcpu: &Vcpu, id: u64, value: u64, op: &'static str) -> Result<(), Error> {
+        vcpu.fd()
+            .set_one_reg(id, &value.to_le_bytes())
+            .map(|_| ())
+            .map_err(kvm_err(op))
+    }
+
+    fn write(mem: &GuestMemory, what: &'static str, addr: u64, data: &[u8]) -> Result<(), Error> {
+        mem.write_slice(data, GuestAddress(addr))
+            .map_err(|source| Error::Write { what, source })
+    }
+}
+
+impl Arch for Aarch64 {
+    type Error = Error;
+    type Boot = Boot;
+
+    fn new(cfg: &VmConfig) -> Result<Self, Error> {
+        let a = &cfg.arch;
+        let requested_gic = a.irqchip.as_deref().map(str::parse).transpose()?;
+        if let Some(vl) = a.sve_max_vl {
+            if vl == 0 || vl % 128 != 0 || vl > 2048 {
+                return Err(Error::BadSveLength(vl));
+            }
+        }
+        Ok(Aarch64 {
+            cpus: cfg.cpus,
+            ram_size: cfg.ram_size,
+            requested_gic,
+            gic: None,
+            gic_fd: None,
+            its_fd: None,
+            pmu: a.pmu,
+            sve: false,
+            sve_max_vl: a.sve_max_vl,
+            ptrauth: false,
+            pvtime_wanted: !a.no_pvtime,
+            pvtime: false,
+            async_pf_mode: a.async_pf.unwrap_or_default(),
+            async_pf: None,
+            kaslr_seed: match a.kaslr_seed {
+                Some(0) => None,
+                Some(seed) => Some(seed),
+                None => random_seed(),
+            },
+            dump_dtb: a.dump_dtb.clone(),
+            mpidrs: Vec::new(),
+        })
+    }
+
+    fn max_cpus(&self) -> u32 {
+        MAX_CPUS
+    }
+
+    fn vm_type(&self, kvm: &Kvm) -> Result<u64, Error> {
+        let end = RAM_BASE + self.ram_size;
+        let bits = 64 - (end - 1).leading_zeros();
+        if bits <= DEFAULT_IPA_BITS {
+            return Ok(0);
+        }
+        let max = kvm.check_extension(KVM_CAP_ARM_VM_IPA_SIZE);
+        if max < bits as i32 {
+            return Err(Error::IpaTooSmall { end, bits, max });
+        }
+        Ok(u64::from(bits))
+    }
+
+    fn ram_ranges(&self, ram_size: u64) -> Result<Vec<RamRange>, Error> {
+        let mut ranges = Vec::new();
+        if self.pvtime_wanted {
+            ranges.push(RamRange {
+                base: PVTIME_BASE,
+                size: PVTIME_SIZE,
+            });
+        }
+        ranges.push(RamRange {
+            base: RAM_BASE,
+            size: ram_size,
+        });
+        Ok(ranges)
+    }
+
+    fn wants_thp(&self) -> bool {
+        true
+    }
+
+    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
+        self.create_gic(vm)?;
+        if self.pmu && vm.check_extension(KVM_CAP_ARM_PMU_V3) <= 0 {
+            return Err(Error::NoPmu);
+        }
+        self.sve = vm.check_extension(KVM_CAP_ARM_SVE) > 0;
+        if self.sve_max_vl.is_some() && !self.sve {
+            return Err(Error::NoSve);
+        }
+        self.ptrauth = vm.check_extension(KVM_CAP_ARM_PTRAUTH_ADDRESS) > 0
+            && vm.check_extension(KVM_CAP_ARM_PTRAUTH_GENERIC) > 0;
+        self.pvtime = self.pvtime_wanted && kvm.check_extension(KVM_CAP_STEAL_TIME) > 0;
+        log::debug!(
+            "arm64: sve {} ptrauth {} pvtime {} pmu {}",
+            self.sve,
+            self.ptrauth,
+            self.pvtime,
+            self.pmu
+        );
+        Ok(())
+    }
+
+    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
+        let spis: Arc<dyn SpiSink> = Arc::new(VmSpis(p.vm.clone()));
+        let chip: Arc<dyn IrqChip> = Arc::new(SpiLines(spis.clone()));
+        let uart_irq = FIRST_DEVICE_SPI;
+        let serial = Arc::new(Mutex::new(Serial8250::new(
+            IrqLine::new(chip, uart_irq, Trigger::Edge),
+            Box::new(ConsoleOut),
+        )));
+        p.mmio
+            .insert("uart0", UART_BASE, UART_LEN, serial.clone())?;
+        p.fdt_nodes
+            .push(DeviceNode::ns16550a(UART_BASE, UART_LEN, uart_irq));
+        if let Some((base, size)) = self.gic.and_then(|g| g.v2m) {
+            p.mmio.insert(
+                "gicv2m",
+                base,
+                size,
+                Arc::new(Mutex::new(V2mFrame::new(spis))),
+            )?;
+        }
+        Ok(Arc::new(SerialConsole(serial)))
+    }
+
+    fn default_cmdline(&self) -> &'static str {
+        super::DEFAULT_CMDLINE
+    }
+
+    fn init_vcpu(&mut self, _kvm: &Kvm, vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
+        let mut kvi = kvm_vcpu_init::default();
+        vm.fd()
+            .get_preferred_target(&mut kvi)
+            .map_err(kvm_err("KVM_ARM_PREFERRED_TARGET"))?;
+        let mut features = 1u32 << KVM_ARM_VCPU_PSCI_0_2;
+        // Secondaries stay off until the guest starts them with PSCI CPU_ON.
+        if vcpu.id() > 0 {
+            features |= 1 << KVM_ARM_VCPU_POWER_OFF;
+        }
+        if self.pmu {
+            features |= 1 << KVM_ARM_VCPU_PMU_V3;
+        }
+        if self.sve {
+            features |= 1 << KVM_ARM_VCPU_SVE;
+        }
+        if self.ptrauth {
+            features |= (1 << KVM_ARM_VCPU_PTRAUTH_ADDRESS) | (1 << KVM_ARM_VCPU_PTRAUTH_GENERIC);
+        }
+        kvi.features[0] |= features;
+        vcpu.fd()
+            .vcpu_init(&kvi)
+            .map_err(kvm_err("KVM_ARM_VCPU_INIT"))?;
+        if self.sve {
+            self.limit_sve(vcpu)?;
+            vcpu.fd()
+                .vcpu_finalize(&(KVM_ARM_VCPU_SVE as i32))
+                .map_err(kvm_err("KVM_ARM_VCPU_FINALIZE(SVE)"))?;
+        }
+        let mut mpidr = [0u8; 8];
+        vcpu.fd()
+            .get_one_reg(regs::MPIDR_EL1, &mut mpidr)
+            .map_err(kvm_err("KVM_GET_ONE_REG(MPIDR_EL1)"))?;
+        self.mpidrs.push(u64::from_le_bytes(mpidr));
+        if self.pvtime {
+            let ipa = PVTIME_BASE + u64::from(vcpu.id()) * PVTIME_RECORD;
+            let attr = kvm_device_attr {
+                flags: 0,
+                group: KVM_ARM_VCPU_PVTIME_CTRL,
+                attr: KVM_ARM_VCPU_PVTIME_IPA.into(),
+                addr: &ipa as *const u64 as u64,
+            };
+            vcpu.fd()
+                .set_device_attr(&attr)
+                .map_err(kvm_err("KVM_SET_DEVICE_ATTR(PVTIME_IPA)"))?;
+        }
+        Ok(())
+    }
+
+    fn finish_vcpus(&mut self, vm: &Vm, vcpus: &[Vcpu]) -> Result<(), Error> {
+        if let Some(fd) = &self.gic_fd {
+            let nr_irqs: u32 = NR_IRQS;
+            set_attr(
+                fd,
+                "KVM_SET_DEVICE_ATTR(vGIC NR_IRQS)",
+                KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+                0,
+                &nr_irqs as *const u32 as u64,
+            )?;
+            set_attr(
+                fd,
+                "KVM_SET_DEVICE_ATTR(vGIC CTRL_INIT)",
+                KVM_DEV_ARM_VGIC_GRP_CTRL,
+                KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
+                0,
+            )?;
+        }
+        if let Some(its) = &self.its_fd {
+            set_attr(
+                its,
+                "KVM_SET_DEVICE_ATTR(ITS CTRL_INIT)",
+                KVM_DEV_ARM_VGIC_GRP_CTRL,
+                KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
+                0,
+            )?;
+        }
+        if self.pmu {
+            let intid: u32 = PMU_PPI + 16;
+            for vcpu in vcpus {
+                for (attr, addr, op) in [
+                    (
+                        KVM_ARM_VCPU_PMU_V3_IRQ,
+                        &intid as *const u32 as u64,
+                        "KVM_SET_DEVICE_ATTR(PMU_V3_IRQ)",
+                    ),
+                    (
+                        KVM_ARM_VCPU_PMU_V3_INIT,
+                        0,
+                        "KVM_SET_DEVICE_ATTR(PMU_V3_INIT)",
+                    ),
+                ] {
+                    let a = kvm_device_attr {
+                        flags: 0,
+                        group: KVM_ARM_VCPU_PMU_V3_CTRL,
+                        attr: attr.into(),
+                        addr,
+                    };
+                    vcpu.fd().set_device_attr(&a).map_err(kvm_err(op))?;
+                }
+            }
+        }
+        let host = KvmAsyncPf { vm, vcpus };
+        self.async_pf = asyncpf::configure(&host, self.async_pf_mode, self.cpus)?;
+        Ok(())
+    }
+
+    fn load(
+        &mut self,
+        mem: &GuestMemory,
+        _cfg: &VmConfig,
+        kernel: &[u8],
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+        fdt_nodes: &[DeviceNode],
+    ) -> Result<Boot, Error> {
+        let image = Image::parse(kernel)?;
+        let Placement {
+            kernel: kernel_at,
+            kernel_end,
+            fdt: fdt_at,
+            initrd: initrd_at,
+        } = image::place(
+            RAM_BASE,
+            self.ram_size,
+            &image,
+            initrd.map(|i| i.len() as u64),
+        )?;
+        Self::write(mem, "kernel", kernel_at, kernel)?;
+        if let (Some(data), Some((addr, _))) = (initrd, initrd_at) {
+            Self::write(mem, "initrd", addr, data)?;
+        }
+        if self.mpidrs.len() != self.cpus as usize {
+            return Err(Error::MissingMpidr(self.mpidrs.len() as u32));
+        }
+        let gic = self
+            .gic
+            .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
+        let blob = fdt::build(&FdtInputs {
+            mpidrs: &self.mpidrs,
+            ram_base: RAM_BASE,
+            ram_size: self.ram_size,
+            cmdline,
+            initrd: initrd_at,
+            gic: &gic,
+            pmu: self.pmu,
+            sdei: self.async_pf.is_some(),
+            kaslr_seed: self.kaslr_seed,
+            devices: fdt_nodes,
+            stdout: fdt_nodes.first(),
+        })?;
+        if let Some(path) = &self.dump_dtb {
+            std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Self::write(mem, "device tree", fdt_at, &blob)?;
+        log::debug!(
+            "arm64: kernel {kernel_at:#x}..{kernel_end:#x}, fdt {fdt_at:#x} ({} bytes), initrd {initrd_at:?}",
+            blob.len()
+        );
+        Ok(Boot {
+            entry: kernel_at,
+            fdt: fdt_at,
+        })
+    }
+
+    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
+        if vcpu.id() != 0 {
+            return Ok(());
+        }
+        Self::set_reg(
+            vcpu,
+            regs::PSTATE,
+            regs::PSTATE_EL1H_DAIF,
+            "KVM_SET_ONE_REG(PSTATE)",
+        )?;
+        Self::set_reg(vcpu, regs::PC, boot.entry, "KVM_SET_ONE_REG(PC)")?;
+        Self::set_reg(vcpu, regs::x(0), boot.fdt, "KVM_SET_ONE_REG(X0)")?;
+        for n in 1..4 {
+            Self::set_reg(vcpu, regs::x(n), 0, "KVM_SET_ONE_REG(X1-X3)")?;
+        }
+        Ok(())
+    }
+
+    fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
+        let mut out = String::new();
+        let r = |id| Self::read_reg(vcpu, id).map_or("?".to_string(), |v| format!("{v:#018x}"));
+        let _ = writeln!(
+            out,
+            "pc {} sp {} pstate {}",
+            r(regs::PC),
+            r(regs::SP),
+            r(regs::PSTATE)
+        );
+        for n in 0..31u64 {
+            let _ = write!(
+                out,
+                "x{n:<2} {}{}",
+                r(regs::x(n)),
+                if n % 4 == 3 { "\n" } else { " " }
+            );
+        }
+        out
+    }
+}

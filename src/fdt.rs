@@ -1,0 +1,106 @@
+//! What the device-tree architectures (arm64, RISC-V, PowerPC) share: how a
+//! registered device describes itself, so each architecture's FDT builder
+//! emits every device in one pass (vm-fdt cannot edit a finished blob).
+
+use crate::irq::Trigger;
+
+/// A device as a device tree node, independent of the interrupt controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Node name without the unit address ("uart", "virtio_mmio").
+    pub name: &'static str,
+    pub compatible: Vec<&'static str>,
+    pub reg_base: u64,
+    pub reg_size: u64,
+    /// The platform's number for the interrupt: GIC INTID, PLIC source,
+    /// XICS source. The architecture turns it into its specifier.
+    pub irq: Option<u32>,
+    pub trigger: Trigger,
+    /// Extra single-cell properties (`clock-frequency`, ...).
+    pub u32_props: Vec<(&'static str, u32)>,
+}
+
+impl DeviceNode {
+    /// `name@base`, the node's full name.
+    pub fn node_name(&self) -> String {
+        format!("{}@{:x}", self.name, self.reg_base)
+    }
+
+    /// An 8250 UART of `len` registers at `base`.
+    pub fn ns16550a(base: u64, len: u64, irq: u32) -> Self {
+        DeviceNode {
+            name: "uart",
+            compatible: vec!["ns16550a"],
+            reg_base: base,
+            reg_size: len,
+            irq: Some(irq),
+            trigger: Trigger::Edge,
+            u32_props: vec![("clock-frequency", 1_843_200)],
+        }
+    }
+}
+
+/// Splits a 64-bit value into two cells, high first.
+pub fn cells64(v: u64) -> [u32; 2] {
+    [(v >> 32) as u32, v as u32]
+}
+
+/// `reg` of one (address, size) pair with two cells each.
+pub fn reg64(base: u64, size: u64) -> Vec<u64> {
+    vec![base, size]
+}
+
+/// Golden device-tree tests: a blob is decompiled with `dtc` and compared
+/// to a reviewed `.dts` under `tests/golden/`. `LKVM_BLESS=1` rewrites the
+/// file instead (review the diff before committing it).
+#[cfg(test)]
+pub mod testing {
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+
+    pub fn decompile(blob: &[u8]) -> String {
+        let mut child = Command::new("dtc")
+            .args(["-q", "-I", "dtb", "-O", "dts", "-o", "-", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dtc (package device-tree-compiler, `make deps`) is needed for FDT tests");
+        child.stdin.take().unwrap().write_all(blob).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "dtc rejected the blob: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn assert_golden(name: &str, blob: &[u8]) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.dts"));
+        let dts = decompile(blob);
+        if std::env::var("LKVM_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &dts).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with LKVM_BLESS=1 to create it)",
+                path.display()
+            )
+        });
+        if want != dts {
+            let got = path.with_extension("dts.new");
+            std::fs::write(&got, &dts).unwrap();
+            panic!(
+                "{name}: device tree differs from {}; got {} (diff them; LKVM_BLESS=1 accepts)",
+                path.display(),
+                got.display()
+            );
+        }
+    }
+}
