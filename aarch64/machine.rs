@@ -92,6 +92,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("--irqchip {0}: this host's KVM cannot give guests that interrupt controller (a GICv3 host without GICv2 compatibility has no vGICv2)")]
+    NoSuchGic(GicKind),
     #[error("vCPU {0} was not initialised before loading")]
     MissingMpidr(u32),
 }
@@ -254,9 +256,12 @@ impl Aarch64 {
                 "KVM_CREATE_DEVICE(vGICv2)",
             )
         };
-        let fd = create_device(vm, dev_type, false)
-            .map_err(kvm_err(op))?
-            .ok_or(Error::Gic(gic::Error::Unknown(kind.to_string())))?;
+        let fd = match create_device(vm, dev_type, false) {
+            Ok(Some(fd)) => fd,
+            Err(e) if e.errno() == libc::ENODEV => return Err(Error::NoSuchGic(kind)),
+            Err(e) => return Err(kvm_err(op)(e)),
+            Ok(None) => return Err(Error::NoSuchGic(kind)),
+        };
         let dist = layout.dist.0;
         let frames: Vec<(u32, u64)> = if kind.is_v3() {
             vec![

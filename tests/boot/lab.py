@@ -48,12 +48,16 @@ TAIL_LINES = 40
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
 
-# The boot matrix per architecture: (vCPUs, extra lkvm options).
+# The boot matrix per architecture: (vCPUs, extra lkvm options, L1 variant
+# from pins.toml or None for the default L1 machine).
 MATRIX = {
-    "x86_64": [(1, []), (2, [])],
-    "aarch64": [(1, []), (2, [])],
-    "riscv64": [(1, []), (2, [])],
-    "ppc64le": [(1, []), (2, [])],
+    "x86_64": [(1, [], None), (2, [], None)],
+    "aarch64": [(1, ["--irqchip", "gicv3"], None), (2, ["--irqchip", "gicv3"], None),
+                (1, ["--irqchip", "gicv3-its"], None),
+                (2, ["--irqchip", "gicv3-its", "--pmu"], None),
+                (2, ["--irqchip", "gicv2m"], "gicv2")],
+    "riscv64": [(1, [], None), (2, [], None)],
+    "ppc64le": [(1, [], None), (2, [], None)],
 }
 
 
@@ -327,8 +331,15 @@ def require_lkvm_support(arch):
         raise LabError(f"lkvm does not support {arch} yet")
 
 
-def qemu_cmd(arch, inputs, initrd, append, interactive=False):
-    cmd = list(PINS[arch]["qemu"])
+def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
+    if variant is None:
+        cmd = list(PINS[arch]["qemu"])
+    else:
+        variants = PINS[arch].get("variants", {})
+        if variant not in variants:
+            raise LabError(f"{arch} has no L1 variant {variant!r} (known: {', '.join(variants)})")
+        cmd = list(variants[variant]["qemu"])
+        append = f"{append} {variants[variant].get('append', '')}".strip()
     cmd += ["-nographic", "-nic", "none", "-no-reboot",
             "-kernel", str(inputs.l1_kernel), "-initrd", str(initrd), "-append", append]
     if interactive:
@@ -337,7 +348,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False):
     return cmd
 
 
-def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None):
+def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -346,9 +357,9 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None):
     token = secrets.token_hex(6)
     append = (f"console={p['l1_console']} panic=-1 lkvm.mode=test lkvm.cpus={cpus} "
               f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)}")
-    cmd = qemu_cmd(arch, inputs, initrd, append)
-    rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "mem_mib": mem,
-           "kernel": inputs.kernel_version, "result": "fail"}
+    cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
+    rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
+           "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     lines, marks = [], {}
     t0 = time.monotonic()
     # QEMU's stdin is L1's console: the L2 init's input line comes from here.
@@ -412,7 +423,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    console_log = CACHE / "work" / arch / f"console-c{cpus}.log"
+    console_log = CACHE / "work" / arch / f"console-c{cpus}{'-' + variant if variant else ''}.log"
     console_log.write_text("\n".join(lines) + "\n")
     rec["console_log"] = str(console_log)
     rec["qemu_to_l1_ready_s"] = marks.get("l1_ready")
@@ -437,7 +448,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None):
             problems.append(reason or f"lkvm exited with {rec.get('lkvm_exit')}")
     if problems:
         rec["error"] = "; ".join(problems)
-        log(f"{arch} -c {cpus} {' '.join(extra)}: FAILED: {rec['error']}")
+        log(f"{arch} -c {cpus} {' '.join(extra)} (L1 {rec['l1']}): FAILED: {rec['error']}")
         log(f"last {TAIL_LINES} console lines:")
         for line in lines[-TAIL_LINES:]:
             print(f"    {line}", file=sys.stderr)
@@ -461,8 +472,9 @@ def cmd_test(args):
             log(f"{arch}: {e}")
             failed += 1
             continue
-        for cpus, extra in MATRIX[arch]:
-            rec = boot(arch, cpus, extra, timeout=args.timeout, inputs=inputs, initrd=initrd)
+        for cpus, extra, variant in MATRIX[arch]:
+            rec = boot(arch, cpus, extra, timeout=args.timeout, inputs=inputs, initrd=initrd,
+                       variant=variant)
             print(json.dumps(rec), flush=True)
             failed += rec["result"] != "pass"
     return 1 if failed else 0
@@ -472,7 +484,8 @@ def cmd_boot(args):
     extra = shlex.split(args.lkvm_args)
     if any("," in a for a in extra):
         raise LabError("lkvm options passed through the lab may not contain commas")
-    rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout)
+    rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
+               variant=args.l1)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
 
@@ -509,7 +522,8 @@ def cmd_run(args):
               f"lkvm.mem={args.mem} lkvm.token=interactive lkvm.extra={extra}")
     log("L1 boots under QEMU, then lkvm boots L2 to a shell. Ctrl-A x quits lkvm; "
         "Ctrl-B x quits QEMU.")
-    return subprocess.call(qemu_cmd(args.arch, inputs, initrd, append, interactive=True))
+    return subprocess.call(qemu_cmd(args.arch, inputs, initrd, append, interactive=True,
+                                    variant=args.l1))
 
 
 def host_arch():
@@ -554,6 +568,7 @@ def main():
     b.add_argument("-m", "--mem", type=int, default=256)
     b.add_argument("--timeout", type=int, default=300)
     b.add_argument("--lkvm-args", default="", help="extra lkvm options, e.g. '--irqchip gicv3'")
+    b.add_argument("--l1", default=None, help="L1 machine variant from pins.toml")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
@@ -562,6 +577,7 @@ def main():
     r.add_argument("-c", "--cpus", type=int, default=2)
     r.add_argument("-m", "--mem", type=int, default=256)
     r.add_argument("--lkvm-args", default="", help="extra lkvm options")
+    r.add_argument("--l1", default=None, help="L1 machine variant from pins.toml")
     rh = sub.add_parser("run-host")
     rh.add_argument("-c", "--cpus", type=int, default=2)
     rh.add_argument("-m", "--mem", type=int, default=512)
