@@ -67,6 +67,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
+    Place(#[from] crate::loader::place::Error),
+    #[error(transparent)]
     Fdt(#[from] fdt::Error),
     #[error(transparent)]
     AsyncPf(#[from] asyncpf::Error),

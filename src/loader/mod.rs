@@ -2,6 +2,7 @@
 //! one architecture needs.
 
 pub mod elf;
+pub mod place;
 
 use std::fs::File;
 use std::io::Read;
