@@ -62,6 +62,19 @@ impl Serial8250 {
         }
     }
 
+    /// Takes one byte of console input, as a read of the receive buffer
+    /// would: for a second console (RISC-V SBI) sharing this input.
+    pub fn read_input_byte(&mut self) -> Option<u8> {
+        const LSR: u8 = 5;
+        const LSR_DATA_READY: u8 = 1;
+        if self.uart.read(LSR) & LSR_DATA_READY == 0 {
+            return None;
+        }
+        let byte = self.uart.read(0);
+        self.refill();
+        Some(byte)
+    }
+
     fn queue(&mut self, bytes: &[u8]) {
         let room = MAX_PENDING_INPUT.saturating_sub(self.pending.len());
         if bytes.len() > room {
@@ -187,6 +200,16 @@ mod tests {
         }
         // vm-superio's model ignores FCR, so nothing is dropped, and the
         // bytes beyond the 64-byte FIFO follow without further input
+        assert_eq!(got, input);
+    }
+
+    #[test]
+    fn input_can_be_taken_byte_by_byte_by_another_console() {
+        let (mut u, _, _) = uart();
+        assert_eq!(u.read_input_byte(), None);
+        let input: Vec<u8> = (0..70u8).collect();
+        u.queue(&input);
+        let got: Vec<u8> = std::iter::from_fn(|| u.read_input_byte()).collect();
         assert_eq!(got, input);
     }
 

@@ -11,6 +11,7 @@ use crate::fdt::DeviceNode;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::ConsoleSink;
+use crate::vcpu::{ArchExits, NoArchExits};
 
 /// What the shared core hands an architecture to attach its devices to.
 pub struct Platform {
@@ -18,8 +19,26 @@ pub struct Platform {
     pub mmio: Bus,
     pub ctl: Arc<VmControl>,
     pub vm: Arc<Vm>,
+    /// Guest RAM, for devices and exit handlers that read or write it.
+    pub mem: GuestMemory,
     /// Devices as the device tree describes them (FDT architectures).
     pub fdt_nodes: Vec<DeviceNode>,
+    /// Exits only this architecture has (RISC-V SBI, PowerPC hcalls).
+    pub exits: Arc<dyn ArchExits>,
+}
+
+impl Platform {
+    pub fn new(ctl: Arc<VmControl>, vm: Arc<Vm>, mem: GuestMemory) -> Self {
+        Platform {
+            pio: Bus::new("pio"),
+            mmio: Bus::new("mmio"),
+            ctl,
+            vm,
+            mem,
+            fdt_nodes: Vec::new(),
+            exits: Arc::new(NoArchExits),
+        }
+    }
 }
 
 /// One architecture's part of building and running a VM. The core calls the

@@ -117,12 +117,35 @@ pub enum AsyncPfMode {
 /// their handling is tested on every host) and are refused on the others.
 #[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
 pub struct ArchArgs {
-    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2)
+    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2); riscv aia|plic (default: aia if the host has it, else plic)
     #[arg(long, help_heading = "Arch-specific options")]
     pub irqchip: Option<String>,
-    /// Write the generated device tree blob to FILE (arm64)
+    /// Write the generated device tree blob to FILE (arm64, riscv)
     #[arg(long, value_name = "FILE", help_heading = "Arch-specific options")]
     pub dump_dtb: Option<PathBuf>,
+    /// riscv: hide ISA extension EXT from the guest (kvmtool's --disable-EXT works too)
+    #[arg(
+        long = "disable-ext",
+        value_name = "EXT",
+        help_heading = "Arch-specific options"
+    )]
+    pub disable_ext: Vec<String>,
+    /// riscv: turn off SBI extension EXT (kvmtool's --disable-sbi-EXT works too)
+    #[arg(
+        long = "disable-sbi",
+        value_name = "EXT",
+        help_heading = "Arch-specific options"
+    )]
+    pub disable_sbi: Vec<String>,
+    /// riscv: mvendorid the guest sees
+    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
+    pub custom_mvendorid: Option<u64>,
+    /// riscv: marchid the guest sees
+    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
+    pub custom_marchid: Option<u64>,
+    /// riscv: mimpid the guest sees
+    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
+    pub custom_mimpid: Option<u64>,
     /// arm64: give every vCPU a PMUv3 (PPI 23)
     #[arg(long, help_heading = "Arch-specific options")]
     pub pmu: bool,
@@ -181,46 +204,71 @@ impl ArchArgs {
     /// The first option given that does not exist on `arch` (a
     /// `std::env::consts::ARCH` name), with the architectures it exists on.
     pub fn foreign_option(&self, arch: &str) -> Option<(&'static str, &'static str)> {
+        const ARM: (&str, &[&str]) = ("arm64", &["aarch64"]);
+        const RISCV: (&str, &[&str]) = ("riscv", &["riscv64"]);
+        const FDT_IRQCHIP: (&str, &[&str]) = ("arm64 and riscv", &["aarch64", "riscv64"]);
         let options = [
-            (
-                self.irqchip.is_some(),
-                "--irqchip",
-                "arm64",
-                &["aarch64"][..],
-            ),
-            (
-                self.dump_dtb.is_some(),
-                "--dump-dtb",
-                "arm64",
-                &["aarch64"][..],
-            ),
-            (self.pmu, "--pmu", "arm64", &["aarch64"][..]),
-            (
-                self.sve_max_vl.is_some(),
-                "--sve-max-vl",
-                "arm64",
-                &["aarch64"][..],
-            ),
-            (self.disable_mte, "--disable-mte", "arm64", &["aarch64"][..]),
-            (self.no_pvtime, "--no-pvtime", "arm64", &["aarch64"][..]),
-            (
-                self.kaslr_seed.is_some(),
-                "--kaslr-seed",
-                "arm64",
-                &["aarch64"][..],
-            ),
-            (
-                self.async_pf.is_some(),
-                "--async-pf",
-                "arm64",
-                &["aarch64"][..],
-            ),
+            (self.irqchip.is_some(), "--irqchip", FDT_IRQCHIP),
+            (self.dump_dtb.is_some(), "--dump-dtb", FDT_IRQCHIP),
+            (self.pmu, "--pmu", ARM),
+            (self.sve_max_vl.is_some(), "--sve-max-vl", ARM),
+            (self.disable_mte, "--disable-mte", ARM),
+            (self.no_pvtime, "--no-pvtime", ARM),
+            (self.kaslr_seed.is_some(), "--kaslr-seed", ARM),
+            (self.async_pf.is_some(), "--async-pf", ARM),
+            (!self.disable_ext.is_empty(), "--disable-<ext>", RISCV),
+            (!self.disable_sbi.is_empty(), "--disable-sbi-<ext>", RISCV),
+            (self.custom_mvendorid.is_some(), "--custom-mvendorid", RISCV),
+            (self.custom_marchid.is_some(), "--custom-marchid", RISCV),
+            (self.custom_mimpid.is_some(), "--custom-mimpid", RISCV),
         ];
         options
             .iter()
-            .find(|(set, _, _, arches)| *set && !arches.contains(&arch))
-            .map(|(_, name, on, _)| (*name, *on))
+            .find(|(set, _, (_, arches))| *set && !arches.contains(&arch))
+            .map(|(_, name, (on, _))| (*name, *on))
     }
+}
+
+/// Numbers in decimal or with a 0x prefix.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("'{s}' is not a number"))
+}
+
+/// Rewrites kvmtool's per-extension RISC-V options (`--disable-zbb`,
+/// `--disable-sbi-dbcn`) into lkvm's list options (`--disable-ext zbb`,
+/// `--disable-sbi dbcn`). Only names of known extensions are rewritten, so
+/// `--disable-mte` and typos reach the parser unchanged.
+pub fn rewrite_kvmtool_spellings<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
+    use crate::riscv::isa::{isa_ext_id, sbi_ext_id};
+    let mut out = Vec::new();
+    for arg in args {
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if let Some(name) = s
+            .strip_prefix("--disable-sbi-")
+            .filter(|n| sbi_ext_id(n).is_some())
+        {
+            out.push("--disable-sbi".into());
+            out.push(name.into());
+        } else if let Some(name) = s
+            .strip_prefix("--disable-")
+            .filter(|n| isa_ext_id(n).is_some())
+        {
+            out.push("--disable-ext".into());
+            out.push(name.into());
+        } else {
+            out.push(arg);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Args)]
@@ -427,12 +475,64 @@ mod tests {
         assert_eq!(run.arch.foreign_option("aarch64"), None);
         assert_eq!(
             run.arch.foreign_option("x86_64"),
-            Some(("--irqchip", "arm64"))
+            Some(("--irqchip", "arm64 and riscv"))
         );
         let Command::Run(run) = parse(&["run", "--aarch32"]).unwrap().command else {
             panic!("not run")
         };
         assert_eq!(run.unsupported_option(), Some("--aarch32"));
+    }
+
+    #[test]
+    fn kvmtool_riscv_spellings_become_list_options() {
+        let argv = [
+            "lkvm",
+            "run",
+            "--disable-zbb",
+            "--disable-sbi-dbcn",
+            "--disable-mte",
+            "--disable-bogus",
+        ];
+        let out = rewrite_kvmtool_spellings(argv.iter().map(std::ffi::OsString::from));
+        let out: Vec<_> = out.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            out,
+            vec![
+                "lkvm",
+                "run",
+                "--disable-ext",
+                "zbb",
+                "--disable-sbi",
+                "dbcn",
+                "--disable-mte",
+                "--disable-bogus"
+            ]
+        );
+        let Command::Run(run) = Cli::try_parse_from(rewrite_kvmtool_spellings(
+            [
+                "lkvm",
+                "run",
+                "--disable-svpbmt",
+                "--disable-zicboz",
+                "--custom-mvendorid",
+                "0x489",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from),
+        ))
+        .unwrap()
+        .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(run.arch.disable_ext, vec!["svpbmt", "zicboz"]);
+        assert_eq!(run.arch.custom_mvendorid, Some(0x489));
+        assert_eq!(
+            run.arch.foreign_option("x86_64"),
+            Some(("--disable-<ext>", "riscv"))
+        );
+        assert_eq!(run.arch.foreign_option("riscv64"), None);
+        assert!(parse(&["run", "--custom-marchid", "zz"]).is_err());
     }
 
     #[test]

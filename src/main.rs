@@ -66,7 +66,7 @@ fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(lkvm::cli::rewrite_kvmtool_spellings(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             return match e.kind() {

@@ -12,7 +12,6 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::arch::{Arch, HostArch, Platform};
-use crate::bus::Bus;
 use crate::config::{self, VmConfig};
 use crate::control::{GuestExit, VmControl};
 use crate::kvm::{self, caps, Kvm};
@@ -147,13 +146,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
 
     arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
     let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
-    let mut platform = Platform {
-        pio: Bus::new("pio"),
-        mmio: Bus::new("mmio"),
-        ctl: ctl.clone(),
-        vm: vm.clone(),
-        fdt_nodes: Vec::new(),
-    };
+    let mut platform = Platform::new(ctl.clone(), vm.clone(), ram.memory().clone());
     let console = arch.setup_devices(&mut platform).map_err(arch_err)?;
     phases.mark("irqchip and devices");
 
@@ -196,6 +189,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         debug_ioport: cfg.debug_ioport,
         debug_mmio: cfg.debug_mmio,
         dump: Arc::new(move |v| dump_arch.dump_vcpu(v)),
+        arch: platform.exits.clone(),
     };
 
     // Termination signals are taken through a signalfd by the main loop;
@@ -246,6 +240,8 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     drop(ctx);
     drop(platform.vm);
     drop(platform.fdt_nodes);
+    drop(platform.exits);
+    drop(platform.mem);
     drop(console);
     drop(arch);
     drop(vm);

@@ -41,6 +41,22 @@ pub enum VcpuExit<'a> {
     },
     /// `KVM_RUN` returned early because of a signal or `immediate_exit`.
     Interrupted,
+    /// RISC-V: an SBI call KVM forwards to userspace; the reply goes in
+    /// `ret` (a0, a1).
+    Sbi {
+        ext: u64,
+        func: u64,
+        args: [u64; 6],
+        ret: &'a mut [u64; 2],
+    },
+    /// RISC-V: a CSR access KVM forwards (`seed`); the value read goes in
+    /// `ret`.
+    Csr {
+        csr: u64,
+        new_value: u64,
+        write_mask: u64,
+        ret: &'a mut u64,
+    },
     /// Any other exit reason, by number.
     Other(u32),
 }

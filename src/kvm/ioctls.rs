@@ -15,6 +15,10 @@ use super::{Error, MemoryRegion, Result, SystemEvent, VcpuExit, KVM_API_VERSION}
 
 const KVM_EXIT_IO_OUT: u8 = 1;
 const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
+#[cfg(target_arch = "riscv64")]
+const KVM_EXIT_RISCV_SBI: u32 = 35;
+#[cfg(target_arch = "riscv64")]
+const KVM_EXIT_RISCV_CSR: u32 = 36;
 
 fn errno(e: kvm_ioctls::Error) -> io::Error {
     io::Error::from_raw_os_error(e.errno())
@@ -253,6 +257,30 @@ impl Vcpu {
         let run = self.fd.get_kvm_run();
         Ok(match decoded {
             Decoded::Ready(exit) => exit,
+            #[cfg(target_arch = "riscv64")]
+            Decoded::Raw(KVM_EXIT_RISCV_SBI) => {
+                // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so the kernel
+                // filled the `riscv_sbi` member of the union.
+                let sbi = unsafe { &mut run.__bindgen_anon_1.riscv_sbi };
+                VcpuExit::Sbi {
+                    ext: sbi.extension_id,
+                    func: sbi.function_id,
+                    args: sbi.args,
+                    ret: &mut sbi.ret,
+                }
+            }
+            #[cfg(target_arch = "riscv64")]
+            Decoded::Raw(KVM_EXIT_RISCV_CSR) => {
+                // SAFETY: exit_reason is KVM_EXIT_RISCV_CSR, so the kernel
+                // filled the `riscv_csr` member of the union.
+                let csr = unsafe { &mut run.__bindgen_anon_1.riscv_csr };
+                VcpuExit::Csr {
+                    csr: csr.csr_num,
+                    new_value: csr.new_value,
+                    write_mask: csr.write_mask,
+                    ret: &mut csr.ret_value,
+                }
+            }
             Decoded::Raw(n) => VcpuExit::Other(n),
             Decoded::Internal => {
                 debug_assert_eq!(run.exit_reason, KVM_EXIT_INTERNAL_ERROR);

@@ -24,7 +24,7 @@ cpus=$(arg lkvm.cpus); mem=$(arg lkvm.mem); token=$(arg lkvm.token)
 extra=$(arg lkvm.extra | tr ',' ' '); mode=$(arg lkvm.mode)
 initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
-params="$(cat /l2/params) lkvm.token=$token"
+params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"
 echo "LKVM-START lkvm run -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
 /lkvm run -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
 echo "LKVM-EXIT rc=$?"

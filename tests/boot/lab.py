@@ -48,16 +48,32 @@ TAIL_LINES = 40
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
 
-# The boot matrix per architecture: (vCPUs, extra lkvm options, L1 variant
-# from pins.toml or None for the default L1 machine).
+class Case:
+    """One boot of the matrix: vCPUs, extra lkvm options, the L1 machine
+    variant (pins.toml; None for the default), extra L2 kernel parameters,
+    text that must appear in L2's console output and text that must not."""
+
+    def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None):
+        self.cpus, self.extra, self.l1 = cpus, list(extra), l1
+        self.kparams, self.expect, self.reject = kparams, expect, reject
+
+
 MATRIX = {
-    "x86_64": [(1, [], None), (2, [], None)],
-    "aarch64": [(1, ["--irqchip", "gicv3"], None), (2, ["--irqchip", "gicv3"], None),
-                (1, ["--irqchip", "gicv3-its"], None),
-                (2, ["--irqchip", "gicv3-its", "--pmu"], None),
-                (2, ["--irqchip", "gicv2m"], "gicv2")],
-    "riscv64": [(1, [], None), (2, [], None)],
-    "ppc64le": [(1, [], None), (2, [], None)],
+    "x86_64": [Case(1), Case(2)],
+    "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
+                Case(1, ["--irqchip", "gicv3-its"]),
+                Case(2, ["--irqchip", "gicv3-its", "--pmu"]),
+                Case(2, ["--irqchip", "gicv2m"], l1="gicv2")],
+    # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
+    # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
+    # console (DBCN), which lkvm serves; the boot console's own "enabled"
+    # line can only reach the console that way.
+    "riscv64": [Case(1, ["--irqchip", "plic"]), Case(2, ["--irqchip", "plic"]),
+                Case(1, ["--irqchip", "aia"], l1="aia"), Case(2, ["--irqchip", "aia"], l1="aia"),
+                Case(2, [], kparams="earlycon=sbi", expect="bootconsole [sbi0] enabled"),
+                # Zicboz is one extension KVM can hide on the lab's L1.
+                Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz")],
+    "ppc64le": [Case(1), Case(2)],
 }
 
 
@@ -175,7 +191,10 @@ class Inputs:
         kdeb, self.kernel_version = apt.download(p["kernel_pkg"], p["kernel_version"])
         bdeb, self.busybox_version = apt.download("busybox-static", p["busybox_version"])
         self.kernel_root = extract(kdeb)
-        self.busybox = extract(bdeb) / "bin" / "busybox"
+        bb = extract(bdeb)
+        # bookworm ships bin/busybox, trixie (merged /usr) usr/bin/busybox
+        self.busybox = next((p for p in (bb / "bin" / "busybox", bb / "usr" / "bin" / "busybox")
+                             if p.exists()), bb / "bin" / "busybox")
         self.l1_kernel = one(self.kernel_root, p["l1_kernel"])
         self.l2_kernel = one(self.kernel_root, p["l2_kernel"])
 
@@ -191,7 +210,9 @@ def one(root, pattern):
 
 def module_index(root):
     index = {}
-    for path in root.glob("lib/modules/*/kernel/**/*.ko*"):
+    # bookworm ships lib/modules, trixie (merged /usr) usr/lib/modules
+    for path in [*root.glob("lib/modules/*/kernel/**/*.ko*"),
+                 *root.glob("usr/lib/modules/*/kernel/**/*.ko*")]:
         name = path.name.split(".ko")[0].replace("-", "_")
         index[name] = path
     return index
@@ -348,7 +369,8 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
     return cmd
 
 
-def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None):
+def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
+         kparams="", expect=None, reject=None):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -356,10 +378,11 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     p = PINS[arch]
     token = secrets.token_hex(6)
     append = (f"console={p['l1_console']} panic=-1 lkvm.mode=test lkvm.cpus={cpus} "
-              f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)}")
+              f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)} "
+              f"lkvm.kparams={','.join(kparams.split())}")
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
-           "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
+           "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     lines, marks = [], {}
     t0 = time.monotonic()
     # QEMU's stdin is L1's console: the L2 init's input line comes from here.
@@ -423,7 +446,9 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    console_log = CACHE / "work" / arch / f"console-c{cpus}{'-' + variant if variant else ''}.log"
+    tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
+                    *kparams.split()])
+    console_log = CACHE / "work" / arch / f"console-{tag}.log"
     console_log.write_text("\n".join(lines) + "\n")
     rec["console_log"] = str(console_log)
     rec["qemu_to_l1_ready_s"] = marks.get("l1_ready")
@@ -444,6 +469,12 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
             problems.append(f"L2 read back token {rec['l2_token']!r}, expected {token!r}")
         if rec["l2_input"] != reply:
             problems.append(f"L2 read {rec['l2_input']!r} from its console, expected {reply!r}")
+        start = next((i for i, l in enumerate(lines) if "LKVM-START" in l), 0)
+        l2_lines = lines[start + 1:]
+        if expect is not None and not any(expect in l for l in l2_lines):
+            problems.append(f"L2's console never showed {expect!r}")
+        if reject is not None and any(reject in l for l in l2_lines if "LKVM-START" not in l):
+            problems.append(f"L2's console showed {reject!r}, which it must not")
         if rec.get("lkvm_exit") != 0:
             problems.append(reason or f"lkvm exited with {rec.get('lkvm_exit')}")
     if problems:
@@ -472,9 +503,10 @@ def cmd_test(args):
             log(f"{arch}: {e}")
             failed += 1
             continue
-        for cpus, extra, variant in MATRIX[arch]:
-            rec = boot(arch, cpus, extra, timeout=args.timeout, inputs=inputs, initrd=initrd,
-                       variant=variant)
+        for case in MATRIX[arch]:
+            rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
+                       initrd=initrd, variant=case.l1, kparams=case.kparams, expect=case.expect,
+                       reject=case.reject)
             print(json.dumps(rec), flush=True)
             failed += rec["result"] != "pass"
     return 1 if failed else 0
@@ -485,7 +517,7 @@ def cmd_boot(args):
     if any("," in a for a in extra):
         raise LabError("lkvm options passed through the lab may not contain commas")
     rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
-               variant=args.l1)
+               variant=args.l1, kparams=args.kparams, expect=args.expect)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
 
@@ -569,6 +601,8 @@ def main():
     b.add_argument("--timeout", type=int, default=300)
     b.add_argument("--lkvm-args", default="", help="extra lkvm options, e.g. '--irqchip gicv3'")
     b.add_argument("--l1", default=None, help="L1 machine variant from pins.toml")
+    b.add_argument("--kparams", default="", help="extra L2 kernel parameters")
+    b.add_argument("--expect", default=None, help="text L2's console must show")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)

@@ -1,0 +1,230 @@
+//! The RISC-V guest's device tree, in one pass: root, chosen, memory, cpus
+//! (ISA from KVM, MMU type from satp mode, timebase from the timer, a local
+//! interrupt controller per hart), then under `/soc` the interrupt
+//! controller and every registered device.
+
+use vm_fdt::FdtWriter;
+
+use super::irqchip::{self, phandle_cpu_intc, IrqchipKind, PHANDLE_IRQCHIP};
+use super::isa::HartIsa;
+use crate::fdt::DeviceNode;
+use crate::irq::Trigger;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the device tree: {0}")]
+    Fdt(#[from] vm_fdt::Error),
+}
+
+/// What every hart reports (lkvm gives them all the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuInfo {
+    pub isa: HartIsa,
+    /// `riscv,sv39` / `sv48` / `sv57`, from `config.satp_mode`.
+    pub mmu_type: Option<&'static str>,
+    pub timebase_frequency: u32,
+    pub cbom_block_size: Option<u32>,
+    pub cboz_block_size: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct FdtInputs<'a> {
+    pub harts: u32,
+    pub cpu: &'a CpuInfo,
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub cmdline: &'a str,
+    pub initrd: Option<(u64, u64)>,
+    pub irqchip: IrqchipKind,
+    pub devices: &'a [DeviceNode],
+    pub stdout: Option<&'a DeviceNode>,
+}
+
+/// The APLIC's interrupt specifier `type` cell.
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
+const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
+
+pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", inp.cmdline)?;
+    if let Some((start, size)) = inp.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    if let Some(dev) = inp.stdout {
+        fdt.property_string("stdout-path", &format!("/soc/{}", dev.node_name()))?;
+    }
+    fdt.end_node(chosen)?;
+
+    let memory = fdt.begin_node(&format!("memory@{:x}", inp.ram_base))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[inp.ram_base, inp.ram_size])?;
+    fdt.end_node(memory)?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    fdt.property_u32("timebase-frequency", inp.cpu.timebase_frequency)?;
+    for hart in 0..inp.harts {
+        let cpu = fdt.begin_node(&format!("cpu@{hart:x}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_u32("reg", hart)?;
+        fdt.property_string("status", "okay")?;
+        fdt.property_string("compatible", "riscv")?;
+        fdt.property_string("riscv,isa", &inp.cpu.isa.isa_string())?;
+        fdt.property_string("riscv,isa-base", "rv64i")?;
+        fdt.property_string_list("riscv,isa-extensions", inp.cpu.isa.extension_list())?;
+        if let Some(mmu) = inp.cpu.mmu_type {
+            fdt.property_string("mmu-type", mmu)?;
+        }
+        if let Some(size) = inp.cpu.cbom_block_size {
+            fdt.property_u32("riscv,cbom-block-size", size)?;
+        }
+        if let Some(size) = inp.cpu.cboz_block_size {
+            fdt.property_u32("riscv,cboz-block-size", size)?;
+        }
+        let intc = fdt.begin_node("interrupt-controller")?;
+        fdt.property_string("compatible", "riscv,cpu-intc")?;
+        fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_phandle(phandle_cpu_intc(hart))?;
+        fdt.end_node(intc)?;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let soc = fdt.begin_node("soc")?;
+    fdt.property_string("compatible", "simple-bus")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_null("ranges")?;
+    fdt.property_u32("interrupt-parent", PHANDLE_IRQCHIP)?;
+    irqchip::write_fdt(&mut fdt, inp.irqchip, inp.harts)?;
+    for dev in inp.devices {
+        let node = fdt.begin_node(&dev.node_name())?;
+        fdt.property_string_list(
+            "compatible",
+            dev.compatible.iter().map(|s| s.to_string()).collect(),
+        )?;
+        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
+        if let Some(irq) = dev.irq {
+            match inp.irqchip {
+                IrqchipKind::Plic => fdt.property_u32("interrupts", irq)?,
+                IrqchipKind::Aia => {
+                    let kind = match dev.trigger {
+                        Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                        Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+                    };
+                    fdt.property_array_u32("interrupts", &[irq, kind])?;
+                }
+            }
+        }
+        for (name, value) in &dev.u32_props {
+            fdt.property_u32(name, *value)?;
+        }
+        fdt.end_node(node)?;
+    }
+    fdt.end_node(soc)?;
+
+    fdt.end_node(root)?;
+    Ok(fdt.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{RAM_BASE, UART_BASE, UART_IRQ, UART_LEN};
+    use super::*;
+    use crate::fdt::testing::{assert_golden, decompile};
+
+    fn cpu(extensions: Vec<&'static str>) -> CpuInfo {
+        let letters = "imafdc".bytes().fold(0u64, |m, c| m | 1 << (c - b'a'));
+        CpuInfo {
+            isa: HartIsa {
+                letters,
+                extensions,
+            },
+            mmu_type: Some("riscv,sv57"),
+            timebase_frequency: 10_000_000,
+            cbom_block_size: Some(64),
+            cboz_block_size: Some(64),
+        }
+    }
+
+    fn blob(harts: u32, irqchip: IrqchipKind, cpu: &CpuInfo, initrd: bool) -> Vec<u8> {
+        let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, UART_IRQ);
+        build(&FdtInputs {
+            harts,
+            cpu,
+            ram_base: RAM_BASE,
+            ram_size: 256 << 20,
+            cmdline: "console=ttyS0 earlycon lkvm.token=golden",
+            initrd: initrd.then_some((0x8f00_0000, 0x12_3456)),
+            irqchip,
+            devices: std::slice::from_ref(&uart),
+            stdout: Some(&uart),
+        })
+        .unwrap()
+    }
+
+    const FULL: &[&str] = &[
+        "sstc", "svinval", "svpbmt", "zba", "zbb", "zicbom", "zicboz", "zicsr", "zifencei",
+    ];
+
+    #[test]
+    fn golden_1hart_plic() {
+        assert_golden(
+            "riscv64/1hart-plic",
+            &blob(1, IrqchipKind::Plic, &cpu(FULL.to_vec()), false),
+        );
+    }
+
+    #[test]
+    fn golden_4hart_plic_with_initrd() {
+        assert_golden(
+            "riscv64/4hart-plic-initrd",
+            &blob(4, IrqchipKind::Plic, &cpu(FULL.to_vec()), true),
+        );
+    }
+
+    #[test]
+    fn golden_1hart_aia() {
+        assert_golden(
+            "riscv64/1hart-aia",
+            &blob(1, IrqchipKind::Aia, &cpu(FULL.to_vec()), false),
+        );
+    }
+
+    #[test]
+    fn golden_4hart_aia_with_initrd() {
+        assert_golden(
+            "riscv64/4hart-aia-initrd",
+            &blob(4, IrqchipKind::Aia, &cpu(FULL.to_vec()), true),
+        );
+    }
+
+    #[test]
+    fn golden_4hart_aia_with_extensions_disabled() {
+        // as after --disable-zbb --disable-svpbmt --disable-zicboz
+        let mut c = cpu(vec![
+            "sstc", "svinval", "zba", "zicbom", "zicsr", "zifencei",
+        ]);
+        c.cboz_block_size = None;
+        assert_golden(
+            "riscv64/4hart-aia-disabled-exts",
+            &blob(4, IrqchipKind::Aia, &c, false),
+        );
+    }
+
+    #[test]
+    fn disabled_extensions_vanish_from_both_isa_properties() {
+        let dts = decompile(&blob(1, IrqchipKind::Plic, &cpu(vec!["zicsr"]), false));
+        assert!(dts.contains("riscv,isa = \"rv64imafdc_zicsr\";"), "{dts}");
+        assert!(!dts.contains("zbb"));
+    }
+}

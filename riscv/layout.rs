@@ -1,0 +1,27 @@
+//! The RISC-V guest physical memory map.
+//!
+//! ```text
+//! 0x0c00_0000  PLIC (64 MiB window), when the PLIC is the interrupt controller
+//! 0x0d00_0000  APLIC (16 KiB), with in-kernel AIA
+//! 0x1000_0000  UART (ns16550a, 8 byte registers)
+//! 0x2800_0000  IMSIC interrupt files, one 4 KiB page per hart (AIA)
+//! 0x8000_0000  RAM; the kernel at RAM + 2 MiB
+//! ```
+
+pub const PLIC_BASE: u64 = 0x0c00_0000;
+pub const PLIC_SIZE: u64 = 0x0400_0000;
+pub const APLIC_BASE: u64 = 0x0d00_0000;
+/// `KVM_DEV_RISCV_APLIC_SIZE`.
+pub const APLIC_SIZE: u64 = 0x4000;
+pub const UART_BASE: u64 = 0x1000_0000;
+pub const UART_LEN: u64 = 8;
+pub const IMSIC_BASE: u64 = 0x2800_0000;
+/// One S-level interrupt file per hart (no guest files).
+pub const IMSIC_PER_HART: u64 = 0x1000;
+pub const RAM_BASE: u64 = 0x8000_0000;
+/// rv64 kernels load at a 2 MiB-aligned address; RAM + 2 MiB as kvmtool.
+pub const KERNEL_OFFSET: u64 = 2 << 20;
+/// Interrupt sources: 1..=NR_SOURCES (0 means "none" on both PLIC and APLIC).
+pub const NR_SOURCES: u32 = 63;
+/// The UART's interrupt source.
+pub const UART_IRQ: u32 = 1;
