@@ -23,6 +23,14 @@ pub trait ArchExits: Send + Sync {
         ([(-2i64) as u64, 0], None)
     }
 
+    /// A PowerPC PAPR hypercall: returns r3 and whether the VM ends;
+    /// extra results go into `args` (r4..).
+    fn hcall(&self, _vcpu: u32, nr: u64, _args: &mut [u64; 9]) -> (u64, Option<GuestExit>) {
+        log::debug!("hcall {nr:#x} on an architecture without hcalls");
+        // H_FUNCTION
+        ((-2i64) as u64, None)
+    }
+
     /// A RISC-V CSR access: returns the value read.
     fn csr(&self, _vcpu: u32, csr: u64, _new_value: u64, _write_mask: u64) -> u64 {
         log::debug!("unhandled CSR {csr:#x} access; reads as 0");
@@ -167,6 +175,11 @@ fn handle(id: u32, exit: VcpuExit<'_>, ctx: &VcpuContext) -> Step {
         } => {
             let (reply, end) = ctx.arch.sbi(id, ext, func, &args);
             *ret = reply;
+            end.map_or(Step::Continue, Step::End)
+        }
+        VcpuExit::Hcall { nr, args, ret } => {
+            let (value, end) = ctx.arch.hcall(id, nr, args);
+            *ret = value;
             end.map_or(Step::Continue, Step::End)
         }
         VcpuExit::Csr {

@@ -49,6 +49,13 @@ pub enum VcpuExit<'a> {
         args: [u64; 6],
         ret: &'a mut [u64; 2],
     },
+    /// PowerPC: a PAPR hypercall KVM forwards (`sc 1`): `nr` is r3, `args`
+    /// r4..r12 (hcalls return values in them too), `ret` goes to r3.
+    Hcall {
+        nr: u64,
+        args: &'a mut [u64; 9],
+        ret: &'a mut u64,
+    },
     /// RISC-V: a CSR access KVM forwards (`seed`); the value read goes in
     /// `ret`.
     Csr {

@@ -1,12 +1,9 @@
 //! kvm-ioctls backend of the seam (x86_64, aarch64, riscv64).
 
-use std::cell::Cell;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::ptr;
-use std::sync::Once;
 
 use kvm_ioctls::{Kvm as KvmFd, VcpuExit as RawExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -138,58 +135,6 @@ impl Vm {
     }
 }
 
-thread_local! {
-    /// `kvm_run.immediate_exit` of the vCPU bound to this thread, for the
-    /// kick signal handler. Const-initialised so the handler never allocates.
-    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
-}
-
-extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let flag = IMMEDIATE_EXIT.with(Cell::get);
-    if !flag.is_null() {
-        // SAFETY: the pointer was set by `Vcpu::bind_to_current_thread` on this
-        // thread and points into that vCPU's mmapped kvm_run, which stays
-        // mapped until the Vcpu is dropped, which clears the pointer first.
-        unsafe { ptr::write_volatile(flag, 1) };
-    }
-}
-
-fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN()
-}
-
-static KICK_HANDLER: Once = Once::new();
-
-/// Makes another thread leave `KVM_RUN`: sets `immediate_exit` from inside the
-/// target thread (in the signal handler), so a kick that lands just before
-/// the ioctl is not lost.
-#[derive(Clone, Copy, Debug)]
-pub struct VcpuKicker {
-    thread: libc::pthread_t,
-}
-
-impl VcpuKicker {
-    /// A kicker for the calling thread.
-    pub fn current() -> Self {
-        // SAFETY: pthread_self has no preconditions and cannot fail.
-        let thread = unsafe { libc::pthread_self() };
-        VcpuKicker { thread }
-    }
-
-    /// Sends the kick signal. The thread must not have been joined yet.
-    pub fn kick(&self) {
-        // SAFETY: the thread id came from pthread_self of a live thread the
-        // VMM joins only after its last kick.
-        let rc = unsafe { libc::pthread_kill(self.thread, kick_signal()) };
-        if rc != 0 {
-            log::debug!(
-                "kicking vCPU thread failed: {}",
-                io::Error::from_raw_os_error(rc)
-            );
-        }
-    }
-}
-
 /// A vCPU fd plus its `kvm_run` mapping.
 #[derive(Debug)]
 pub struct Vcpu {
@@ -210,21 +155,10 @@ impl Vcpu {
         self.id
     }
 
-    /// Installs the process-wide kick handler (once) and points it at this
-    /// vCPU's `immediate_exit`. Call on the thread that will run the vCPU.
+    /// Points the kick handler at this vCPU's `immediate_exit`. Call on the
+    /// thread that will run the vCPU.
     pub fn bind_to_current_thread(&mut self) -> Result<()> {
-        let mut failed = None;
-        KICK_HANDLER.call_once(|| {
-            if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
-                failed = Some(io::Error::from_raw_os_error(e.errno()));
-            }
-        });
-        if let Some(e) = failed {
-            return Err(Error::ioctl("sigaction(kick signal)", e));
-        }
-        let flag: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
-        IMMEDIATE_EXIT.with(|c| c.set(flag));
-        Ok(())
+        super::kick::bind(&mut self.fd.get_kvm_run().immediate_exit)
     }
 
     /// Re-arms `KVM_RUN` after a kick.
@@ -340,11 +274,6 @@ impl Vcpu {
 
 impl Drop for Vcpu {
     fn drop(&mut self) {
-        let flag: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
-        IMMEDIATE_EXIT.with(|c| {
-            if c.get() == flag {
-                c.set(ptr::null_mut());
-            }
-        });
+        super::kick::unbind(&mut self.fd.get_kvm_run().immediate_exit);
     }
 }

@@ -9,6 +9,9 @@
 
 pub mod caps;
 mod exit;
+pub(crate) mod kick;
+
+pub use kick::VcpuKicker;
 
 pub use exit::{SystemEvent, VcpuExit};
 
@@ -79,9 +82,11 @@ pub struct MemoryRegion {
 cfg_if::cfg_if! {
     if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))] {
         mod ioctls;
-        pub use ioctls::{Kvm, Vcpu, VcpuKicker, Vm};
+        pub use ioctls::{Kvm, Vcpu, Vm};
+    } else if #[cfg(target_arch = "powerpc64")] {
+        pub use crate::powerpc::kvm_sys::backend::{Kvm, Vcpu, Vm};
     } else {
         mod unsupported;
-        pub use unsupported::{Kvm, Vcpu, VcpuKicker, Vm};
+        pub use unsupported::{Kvm, Vcpu, Vm};
     }
 }

@@ -49,16 +49,6 @@ impl Vm {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct VcpuKicker;
-
-impl VcpuKicker {
-    pub fn current() -> Self {
-        VcpuKicker
-    }
-    pub fn kick(&self) {}
-}
-
 #[derive(Debug)]
 pub struct Vcpu;
 
