@@ -38,6 +38,9 @@ const PROC_TABLE_OP_MASK: u64 = 0x18;
 const PROC_TABLE_NEW: u64 = 0x18;
 const PROC_TABLE_RADIX: u64 = 0x04;
 const PROC_TABLE_GTSE: u64 = 0x01;
+/// PATB_GR: the partition-table entry's "guest uses radix" bit, which KVM
+/// checks against the radix flag.
+const PATB_GR: u64 = 1 << 63;
 
 /// The userspace XICS, as the XICS hypercalls see it.
 pub trait XicsHcalls {
@@ -135,14 +138,13 @@ pub fn dispatch(
         H_SET_MODE => set_mode(args, host),
         H_REGISTER_PROC_TBL => {
             let flags = args[0];
+            let radix = flags & PROC_TABLE_RADIX != 0;
+            // Base | size field, plus GR for radix guests.
+            let entry = args[1] | args[3] | if radix { PATB_GR } else { 0 };
             if flags & PROC_TABLE_OP_MASK != PROC_TABLE_NEW {
                 // Deregistration and no-ops: nothing for KVM to do.
                 ok()
-            } else if host.configure_v3_mmu(
-                flags & PROC_TABLE_RADIX != 0,
-                flags & PROC_TABLE_GTSE != 0,
-                args[1] | args[3],
-            ) {
+            } else if host.configure_v3_mmu(radix, flags & PROC_TABLE_GTSE != 0, entry) {
                 ok()
             } else {
                 code(H_HARDWARE)
@@ -333,7 +335,13 @@ mod tests {
         )
         .0;
         assert_eq!(r, 0);
-        assert_eq!(*h.mmu.borrow(), Some((true, true, 0x1f0_0004)));
+        assert_eq!(*h.mmu.borrow(), Some((true, true, PATB_GR | 0x1f0_0004)));
+        hc(H_REGISTER_PROC_TBL, &[0x18 | 0x1, 0x1f0_0000, 0, 4], &h, &u);
+        assert_eq!(
+            *h.mmu.borrow(),
+            Some((false, true, 0x1f0_0004)),
+            "no GR for hash"
+        );
         *h.mmu.borrow_mut() = None;
         assert_eq!(hc(H_REGISTER_PROC_TBL, &[0x08, 0, 0, 0], &h, &u).0, 0);
         assert_eq!(*h.mmu.borrow(), None, "deregistration is not forwarded");

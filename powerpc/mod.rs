@@ -5,11 +5,22 @@
 //! tested on any host.
 
 pub mod cpu_table;
+pub mod fdt;
 pub mod hcall;
 pub mod hpt;
+pub mod hvterm;
 pub mod kvm_sys;
 pub mod layout;
 pub mod rtas;
 pub mod xics;
 
+#[cfg(target_arch = "powerpc64")]
+mod machine;
+#[cfg(target_arch = "powerpc64")]
+pub use machine::Ppc64;
+
+#[cfg(not(target_arch = "powerpc64"))]
 crate::arch_not_implemented!(Ppc64, "ppc64le");
+
+/// Default kernel parameters: the hypervisor console.
+pub const DEFAULT_CMDLINE: &str = "console=hvc0 panic=1";

@@ -117,10 +117,13 @@ pub enum AsyncPfMode {
 /// their handling is tested on every host) and are refused on the others.
 #[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
 pub struct ArchArgs {
-    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2); riscv aia|plic (default: aia if the host has it, else plic)
+    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2); riscv aia|plic (default: aia if the host has it, else plic); powerpc xics-kernel|xics-user (default: in-kernel XICS if the host has it)
     #[arg(long, help_heading = "Arch-specific options")]
     pub irqchip: Option<String>,
-    /// Write the generated device tree blob to FILE (arm64, riscv)
+    /// powerpc: guest MMU mode radix|hash|auto (default: radix where the host can)
+    #[arg(long, value_name = "MODE", help_heading = "Arch-specific options")]
+    pub mmu: Option<String>,
+    /// Write the generated device tree blob to FILE (arm64, riscv, powerpc)
     #[arg(long, value_name = "FILE", help_heading = "Arch-specific options")]
     pub dump_dtb: Option<PathBuf>,
     /// riscv: hide ISA extension EXT from the guest (kvmtool's --disable-EXT works too)
@@ -206,10 +209,15 @@ impl ArchArgs {
     pub fn foreign_option(&self, arch: &str) -> Option<(&'static str, &'static str)> {
         const ARM: (&str, &[&str]) = ("arm64", &["aarch64"]);
         const RISCV: (&str, &[&str]) = ("riscv", &["riscv64"]);
-        const FDT_IRQCHIP: (&str, &[&str]) = ("arm64 and riscv", &["aarch64", "riscv64"]);
+        const FDT_IRQCHIP: (&str, &[&str]) = (
+            "arm64, riscv and powerpc",
+            &["aarch64", "riscv64", "powerpc64"],
+        );
+        const PPC: (&str, &[&str]) = ("powerpc", &["powerpc64"]);
         let options = [
             (self.irqchip.is_some(), "--irqchip", FDT_IRQCHIP),
             (self.dump_dtb.is_some(), "--dump-dtb", FDT_IRQCHIP),
+            (self.mmu.is_some(), "--mmu", PPC),
             (self.pmu, "--pmu", ARM),
             (self.sve_max_vl.is_some(), "--sve-max-vl", ARM),
             (self.disable_mte, "--disable-mte", ARM),
@@ -283,9 +291,9 @@ pub struct RunArgs {
     /// Guest RAM: size[BKMGTP], plain numbers are MiB (default: 64 MiB x (vCPUs + 3))
     #[arg(short = 'm', long = "mem")]
     pub mem: Option<String>,
-    /// Console device
-    #[arg(long, value_enum, default_value = "serial")]
-    pub console: ConsoleKind,
+    /// Console device (default: hv on PowerPC, serial elsewhere)
+    #[arg(long, value_enum)]
+    pub console: Option<ConsoleKind>,
     /// Do not add lkvm's default kernel parameters
     #[arg(long)]
     pub nodefaults: bool,
@@ -423,7 +431,7 @@ mod tests {
         assert_eq!(run.params.as_deref(), Some("quiet"));
         assert_eq!(run.cpus, Some(2));
         assert_eq!(run.mem.as_deref(), Some("512"));
-        assert_eq!(run.console, ConsoleKind::Serial);
+        assert_eq!(run.console, None);
         assert_eq!(run.loglevel, LogLevel::Info);
         assert_eq!(run.unsupported_option(), None);
     }
@@ -475,7 +483,7 @@ mod tests {
         assert_eq!(run.arch.foreign_option("aarch64"), None);
         assert_eq!(
             run.arch.foreign_option("x86_64"),
-            Some(("--irqchip", "arm64 and riscv"))
+            Some(("--irqchip", "arm64, riscv and powerpc"))
         );
         let Command::Run(run) = parse(&["run", "--aarch32"]).unwrap().command else {
             panic!("not run")

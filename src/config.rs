@@ -22,6 +22,8 @@ pub enum Error {
     ConsoleNotSupportedYet(&'static str),
     #[error("--console hv is only available on PowerPC")]
     ConsoleHvNotHere,
+    #[error("--console serial: sPAPR guests have no 8250 UART; use --console hv")]
+    ConsoleSerialNotHere,
     #[error("--name must be non-empty and may use only letters, digits, '-', '_' and '.'")]
     BadName,
     #[error("option {option} is only available on {arches}")]
@@ -131,11 +133,14 @@ impl VmConfig {
         if let Some((option, arches)) = args.arch.foreign_option(arch) {
             return Err(Error::ForeignOption { option, arches });
         }
-        match args.console {
-            ConsoleKind::Serial => {}
-            ConsoleKind::Virtio => return Err(Error::ConsoleNotSupportedYet("virtio")),
-            ConsoleKind::Hv => return Err(Error::ConsoleHvNotHere),
-        }
+        let powerpc = arch == "powerpc64";
+        let console = match (args.console, powerpc) {
+            (None, false) | (Some(ConsoleKind::Serial), false) => ConsoleKind::Serial,
+            (None, true) | (Some(ConsoleKind::Hv), true) => ConsoleKind::Hv,
+            (Some(ConsoleKind::Virtio), _) => return Err(Error::ConsoleNotSupportedYet("virtio")),
+            (Some(ConsoleKind::Hv), false) => return Err(Error::ConsoleHvNotHere),
+            (Some(ConsoleKind::Serial), true) => return Err(Error::ConsoleSerialNotHere),
+        };
         let cpus = args.cpus.unwrap_or(host.cpus.max(1));
         if cpus == 0 {
             return Err(Error::ZeroCpus);
@@ -159,7 +164,7 @@ impl VmConfig {
             initrd: args.initrd.clone(),
             params: args.params.clone().unwrap_or_default(),
             nodefaults: args.nodefaults,
-            console: args.console,
+            console,
             dev: args.dev.clone(),
             hugetlbfs: args.hugetlbfs.clone(),
             debug_ioport: args.debug_ioport,
@@ -284,6 +289,19 @@ mod tests {
             }
         );
         assert!(on(&["-k", "k", "--pmu"], "aarch64").unwrap().arch.pmu);
+        assert_eq!(
+            on(&["-k", "k"], "powerpc64").unwrap().console,
+            ConsoleKind::Hv
+        );
+        assert_eq!(
+            on(&["-k", "k"], "x86_64").unwrap().console,
+            ConsoleKind::Serial
+        );
+        assert_eq!(
+            on(&["-k", "k", "--console", "serial"], "powerpc64").unwrap_err(),
+            Error::ConsoleSerialNotHere
+        );
+        assert!(on(&["-k", "k", "--mmu", "hash"], "powerpc64").is_ok());
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! In-process VM lifecycle: how the guest (or the user) ends the VM, and how
 //! every vCPU thread is told to leave `KVM_RUN`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::bus::lock;
-use crate::kvm::VcpuKicker;
+use crate::kvm::{Vcpu, VcpuKicker};
+
+/// Work to run on a vCPU's own thread, between two `KVM_RUN`s: vCPU ioctls
+/// must come from the thread that holds the vCPU, and a vCPU inside
+/// `KVM_RUN` holds it until it exits.
+pub type VcpuWork = Box<dyn FnOnce(&Vcpu) + Send>;
 
 /// Why the VM ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,12 +52,23 @@ impl GuestExit {
 }
 
 /// Shared between the main thread, vCPU threads and devices.
-#[derive(Debug)]
 pub struct VmControl {
     exit: Mutex<Option<GuestExit>>,
     stopping: AtomicBool,
     evt: EventFd,
-    kickers: Mutex<Vec<VcpuKicker>>,
+    kickers: Mutex<Vec<(u32, VcpuKicker)>>,
+    work: Mutex<Vec<(u32, VcpuWork)>>,
+    pending_work: AtomicUsize,
+}
+
+impl std::fmt::Debug for VmControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmControl")
+            .field("exit", &self.exit_reason())
+            .field("stopping", &self.is_stopping())
+            .field("pending_work", &self.pending_work.load(Ordering::SeqCst))
+            .finish()
+    }
 }
 
 impl VmControl {
@@ -62,6 +78,8 @@ impl VmControl {
             stopping: AtomicBool::new(false),
             evt: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
             kickers: Mutex::new(Vec::new()),
+            work: Mutex::new(Vec::new()),
+            pending_work: AtomicUsize::new(0),
         })
     }
 
@@ -88,19 +106,41 @@ impl VmControl {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Registers a vCPU thread to be kicked when the VM ends. A thread that
-    /// registers after the end is kicked at once.
-    pub fn add_vcpu(&self, kicker: VcpuKicker) {
-        lock(&self.kickers).push(kicker);
+    /// Registers vCPU `id`'s thread to be kicked when the VM ends or work
+    /// is queued for it. A thread that registers after the end is kicked at
+    /// once.
+    pub fn add_vcpu(&self, id: u32, kicker: VcpuKicker) {
+        lock(&self.kickers).push((id, kicker));
         if self.is_stopping() {
             kicker.kick();
         }
     }
 
     fn kick_all(&self) {
-        for k in lock(&self.kickers).iter() {
+        for (_, k) in lock(&self.kickers).iter() {
             k.kick();
         }
+    }
+
+    /// Queues `work` for vCPU `id` and kicks it out of `KVM_RUN` to do it.
+    pub fn run_on_vcpu(&self, id: u32, work: VcpuWork) {
+        lock(&self.work).push((id, work));
+        self.pending_work.fetch_add(1, Ordering::SeqCst);
+        if let Some((_, k)) = lock(&self.kickers).iter().find(|(v, _)| *v == id) {
+            k.kick();
+        }
+    }
+
+    /// The work queued for vCPU `id` (cheap when there is none).
+    pub fn take_work(&self, id: u32) -> Vec<VcpuWork> {
+        if self.pending_work.load(Ordering::SeqCst) == 0 {
+            return Vec::new();
+        }
+        let mut queue = lock(&self.work);
+        let (mine, rest): (Vec<_>, Vec<_>) = queue.drain(..).partition(|(v, _)| *v == id);
+        *queue = rest;
+        self.pending_work.fetch_sub(mine.len(), Ordering::SeqCst);
+        mine.into_iter().map(|(_, w)| w).collect()
     }
 
     /// Readable once an exit was requested.
@@ -130,5 +170,18 @@ mod tests {
         assert_eq!(GuestExit::Quit.exit_code(), 0);
         assert_eq!(GuestExit::Crash("x".into()).exit_code(), 3);
         assert_eq!(GuestExit::Signal(15).exit_code(), 143);
+    }
+
+    #[test]
+    fn work_reaches_only_the_vcpu_it_was_queued_for() {
+        let ctl = VmControl::new().unwrap();
+        assert!(ctl.take_work(0).is_empty());
+        ctl.run_on_vcpu(1, Box::new(|_| {}));
+        ctl.run_on_vcpu(0, Box::new(|_| {}));
+        ctl.run_on_vcpu(1, Box::new(|_| {}));
+        assert_eq!(ctl.take_work(1).len(), 2);
+        assert_eq!(ctl.take_work(1).len(), 0);
+        assert_eq!(ctl.take_work(0).len(), 1);
+        assert_eq!(ctl.pending_work.load(Ordering::SeqCst), 0);
     }
 }

@@ -273,7 +273,7 @@ pub struct RamRange {
 /// (2 MiB) entries: that needs host and guest addresses congruent modulo
 /// the block size. Unmapped on drop.
 #[derive(Debug)]
-struct AlignedMapping {
+pub struct AlignedMapping {
     addr: std::ptr::NonNull<std::ffi::c_void>,
     size: usize,
 }
@@ -285,7 +285,13 @@ unsafe impl Send for AlignedMapping {}
 unsafe impl Sync for AlignedMapping {}
 
 impl AlignedMapping {
-    fn new(size: usize, align: usize) -> std::io::Result<Self> {
+    /// The host address of the mapping.
+    pub fn host_addr(&self) -> u64 {
+        self.addr.as_ptr() as u64
+    }
+
+    /// `size` bytes of zeroed anonymous memory at an `align`-aligned address.
+    pub fn new(size: usize, align: usize) -> std::io::Result<Self> {
         let len = std::num::NonZeroUsize::new(size + align)
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         // SAFETY: a fresh anonymous private mapping overlaps nothing.

@@ -86,8 +86,11 @@ fn run(mut vcpu: Vcpu, ctx: &VcpuContext) {
             .request_exit(GuestExit::VmmError(format!("vCPU {id}: {e}")));
         return;
     }
-    ctx.ctl.add_vcpu(VcpuKicker::current());
+    ctx.ctl.add_vcpu(id, VcpuKicker::current());
     while !ctx.ctl.is_stopping() {
+        for work in ctx.ctl.take_work(id) {
+            work(&vcpu);
+        }
         let step = match vcpu.run() {
             Ok(exit) => handle(id, exit, ctx),
             Err(e) => Step::End(GuestExit::VmmError(format!("vCPU {id}: {e}"))),

@@ -73,7 +73,12 @@ MATRIX = {
                 Case(2, [], kparams="earlycon=sbi", expect="bootconsole [sbi0] enabled"),
                 # Zicboz is one extension KVM can hide on the lab's L1.
                 Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz")],
-    "ppc64le": [Case(1), Case(2)],
+    # pseries with nested HV (radix host), powernv9 (bare-metal radix host)
+    # and powernv9 booted disable_radix (hash host: the guest gets an HPT).
+    "ppc64le": [Case(1), Case(2), Case(2, ["--irqchip", "xics-user"]),
+                Case(1, l1="powernv9"), Case(2, l1="powernv9"),
+                Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
+                Case(2, l1="powernv9-hash")],
 }
 
 
