@@ -44,6 +44,9 @@ struct State {
     in_service: Vec<u32>,
     /// The device's line, for level-sensitive re-triggering at completion.
     level: Vec<u32>,
+    /// A request that arrived while the source was in service: the gateway
+    /// keeps one, so an edge (a pulse already gone by completion) is not lost.
+    latched: Vec<u32>,
     contexts: Vec<Context>,
 }
 
@@ -72,6 +75,7 @@ impl State {
             pending: vec![0; words],
             in_service: vec![0; words],
             level: vec![0; words],
+            latched: vec![0; words],
             contexts: vec![
                 Context {
                     enable: vec![0; words],
@@ -97,8 +101,12 @@ impl State {
             return;
         }
         set_bit(&mut self.level, src, level);
-        if level && !bit(&self.in_service, src) {
-            set_bit(&mut self.pending, src, true);
+        if level {
+            if bit(&self.in_service, src) {
+                set_bit(&mut self.latched, src, true);
+            } else {
+                set_bit(&mut self.pending, src, true);
+            }
         }
     }
 
@@ -118,9 +126,10 @@ impl State {
             return;
         }
         set_bit(&mut self.in_service, src, false);
-        if bit(&self.level, src) {
+        if bit(&self.level, src) || bit(&self.latched, src) {
             set_bit(&mut self.pending, src, true);
         }
+        set_bit(&mut self.latched, src, false);
     }
 
     fn read(&mut self, offset: u64) -> u32 {
@@ -316,6 +325,27 @@ mod tests {
         assert_eq!(r(&mut m, CLAIM0), 0, "nothing left to claim");
         w(&mut m, CLAIM0, 5);
         assert_eq!(lines.0.lock().unwrap().len(), 2, "edge source stays quiet");
+    }
+
+    #[test]
+    fn an_edge_during_service_is_delivered_after_completion() {
+        // The 8250 pulses its line for THRE while the guest is still inside
+        // the handler of the previous interrupt; losing that pulse stalls
+        // the guest's transmit path for good.
+        let (p, mut m, _) = plic(2);
+        w(&mut m, 4 * 5, 1);
+        w(&mut m, ENABLE_BASE, 1 << 5);
+        p.set_level(5, true).unwrap();
+        p.set_level(5, false).unwrap();
+        assert_eq!(r(&mut m, CLAIM0), 5);
+        p.set_level(5, true).unwrap();
+        p.set_level(5, false).unwrap();
+        assert_eq!(r(&mut m, PENDING_BASE), 0, "held while in service");
+        w(&mut m, CLAIM0, 5);
+        assert_eq!(r(&mut m, PENDING_BASE), 1 << 5);
+        assert_eq!(r(&mut m, CLAIM0), 5);
+        w(&mut m, CLAIM0, 5);
+        assert_eq!(r(&mut m, PENDING_BASE), 0, "one latched request, once");
     }
 
     #[test]
