@@ -14,7 +14,9 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ref, ioctl_with_ref, ioctl_with_val};
 
 use super::*;
-use crate::kvm::{Error, MemoryRegion, Result, SystemEvent, VcpuExit, KVM_API_VERSION};
+use crate::kvm::{
+    Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit, KVM_API_VERSION,
+};
 
 fn last(op: &'static str) -> Error {
     Error::ioctl(op, io::Error::last_os_error())
@@ -141,6 +143,80 @@ impl Vm {
         // SAFETY: the struct is the ioctl's exact argument.
         let rc = unsafe { ioctl_with_ref(&self.fd, KVM_IRQFD as _, &arg) };
         check(rc, "KVM_IRQFD").map(|_| ())
+    }
+
+    pub fn register_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<()> {
+        self.ioeventfd(evt, addr, datamatch, 0, "KVM_IOEVENTFD")
+    }
+
+    pub fn unregister_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<()> {
+        self.ioeventfd(
+            evt,
+            addr,
+            datamatch,
+            KVM_IOEVENTFD_FLAG_DEASSIGN,
+            "KVM_IOEVENTFD(deassign)",
+        )
+    }
+
+    fn ioeventfd(
+        &self,
+        evt: &EventFd,
+        addr: IoAddr,
+        datamatch: Option<u32>,
+        flags: u32,
+        op: &'static str,
+    ) -> Result<()> {
+        let (addr, mut flags) = match addr {
+            IoAddr::Pio(p) => (p, flags | KVM_IOEVENTFD_FLAG_PIO),
+            IoAddr::Mmio(m) => (m, flags),
+        };
+        let (len, datamatch) = match datamatch {
+            Some(v) => {
+                flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+                (4, u64::from(v))
+            }
+            None => (0, 0),
+        };
+        let arg = KvmIoeventfd {
+            datamatch,
+            addr,
+            len,
+            fd: evt.as_raw_fd(),
+            flags,
+            pad: [0; 36],
+        };
+        // SAFETY: the struct is the ioctl's exact argument.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_IOEVENTFD as _, &arg) };
+        check(rc, op).map(|_| ())
+    }
+
+    pub fn signal_msi(&self, msg: MsiMessage) -> Result<()> {
+        let arg = KvmMsi {
+            address_lo: msg.addr as u32,
+            address_hi: (msg.addr >> 32) as u32,
+            data: msg.data,
+            flags: if msg.devid.is_some() {
+                KVM_MSI_VALID_DEVID
+            } else {
+                0
+            },
+            devid: msg.devid.unwrap_or(0),
+            pad: [0; 12],
+        };
+        // SAFETY: the struct is the ioctl's exact argument.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_SIGNAL_MSI as _, &arg) };
+        check(rc, "KVM_SIGNAL_MSI").map(|_| ())
     }
 
     pub fn create_vcpu(&self, id: u32) -> Result<Vcpu> {

@@ -45,6 +45,8 @@ pub const KVM_CREATE_VCPU: u64 = io(0x41);
 pub const KVM_SET_USER_MEMORY_REGION: u64 = iow::<KvmUserspaceMemoryRegion>(0x46);
 pub const KVM_IRQ_LINE: u64 = iow::<KvmIrqLevel>(0x61);
 pub const KVM_IRQFD: u64 = iow::<KvmIrqfd>(0x76);
+pub const KVM_IOEVENTFD: u64 = iow::<KvmIoeventfd>(0x79);
+pub const KVM_SIGNAL_MSI: u64 = iow::<KvmMsi>(0xa5);
 pub const KVM_PPC_GET_SMMU_INFO: u64 = ior::<KvmPpcSmmuInfo>(0xa6);
 pub const KVM_PPC_ALLOCATE_HTAB: u64 = iowr::<u32>(0xa7);
 pub const KVM_PPC_RTAS_DEFINE_TOKEN: u64 = iow::<KvmRtasTokenArgs>(0xac);
@@ -132,6 +134,36 @@ pub struct KvmIrqfd {
     pub resamplefd: u32,
     pub pad: [u8; 16],
 }
+
+/// `struct kvm_ioeventfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KvmIoeventfd {
+    pub datamatch: u64,
+    pub addr: u64,
+    pub len: u32,
+    pub fd: i32,
+    pub flags: u32,
+    pub pad: [u8; 36],
+}
+
+pub const KVM_IOEVENTFD_FLAG_DATAMATCH: u32 = 1 << 0;
+pub const KVM_IOEVENTFD_FLAG_PIO: u32 = 1 << 1;
+pub const KVM_IOEVENTFD_FLAG_DEASSIGN: u32 = 1 << 2;
+
+/// `struct kvm_msi`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmMsi {
+    pub address_lo: u32,
+    pub address_hi: u32,
+    pub data: u32,
+    pub flags: u32,
+    pub devid: u32,
+    pub pad: [u8; 12],
+}
+
+pub const KVM_MSI_VALID_DEVID: u32 = 1 << 0;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -344,6 +376,9 @@ const _: () = {
     assert!(size_of::<KvmIrqLevel>() == 8);
     assert!(size_of::<KvmIrqfd>() == 32);
     assert!(size_of::<KvmInterrupt>() == 4);
+    assert!(size_of::<KvmIoeventfd>() == 64);
+    assert!(offset_of!(KvmIoeventfd, fd) == 20);
+    assert!(size_of::<KvmMsi>() == 32);
     assert!(size_of::<KvmEnableCap>() == 104);
     assert!(size_of::<KvmOneReg>() == 16);
     assert!(size_of::<KvmCreateDevice>() == 12);

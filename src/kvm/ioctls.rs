@@ -5,10 +5,12 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use kvm_ioctls::{Kvm as KvmFd, VcpuExit as RawExit, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm as KvmFd, NoDatamatch, VcpuExit as RawExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{Error, MemoryRegion, Result, SystemEvent, VcpuExit, KVM_API_VERSION};
+use super::{
+    Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit, KVM_API_VERSION,
+};
 
 const KVM_EXIT_IO_OUT: u8 = 1;
 const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
@@ -118,6 +120,61 @@ impl Vm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|e| Error::ioctl("KVM_IRQFD", errno(e)))
+    }
+
+    /// Makes KVM signal `evt` on a guest write to `addr` (of any length,
+    /// or only a 4-byte write of `datamatch`) instead of exiting to us.
+    pub fn register_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<()> {
+        let a = match addr {
+            IoAddr::Pio(p) => IoEventAddress::Pio(p),
+            IoAddr::Mmio(m) => IoEventAddress::Mmio(m),
+        };
+        match datamatch {
+            Some(v) => self.fd.register_ioevent(evt, &a, v),
+            None => self.fd.register_ioevent(evt, &a, NoDatamatch),
+        }
+        .map_err(|e| Error::ioctl("KVM_IOEVENTFD", errno(e)))
+    }
+
+    /// Undoes [`Vm::register_ioevent`] (same arguments).
+    pub fn unregister_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<()> {
+        let a = match addr {
+            IoAddr::Pio(p) => IoEventAddress::Pio(p),
+            IoAddr::Mmio(m) => IoEventAddress::Mmio(m),
+        };
+        match datamatch {
+            Some(v) => self.fd.unregister_ioevent(evt, &a, v),
+            None => self.fd.unregister_ioevent(evt, &a, NoDatamatch),
+        }
+        .map_err(|e| Error::ioctl("KVM_IOEVENTFD(deassign)", errno(e)))
+    }
+
+    /// Injects one MSI (`KVM_SIGNAL_MSI`).
+    pub fn signal_msi(&self, msg: MsiMessage) -> Result<()> {
+        let mut msi = kvm_bindings::kvm_msi {
+            address_lo: msg.addr as u32,
+            address_hi: (msg.addr >> 32) as u32,
+            data: msg.data,
+            ..Default::default()
+        };
+        if let Some(id) = msg.devid {
+            msi.flags = kvm_bindings::KVM_MSI_VALID_DEVID;
+            msi.devid = id;
+        }
+        self.fd
+            .signal_msi(msi)
+            .map(|_| ())
+            .map_err(|e| Error::ioctl("KVM_SIGNAL_MSI", errno(e)))
     }
 
     /// Creates vCPU `id`.

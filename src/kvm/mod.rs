@@ -79,6 +79,22 @@ pub struct MemoryRegion {
     pub userspace_addr: u64,
 }
 
+/// Where an ioeventfd listens: a port or a guest-physical MMIO address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoAddr {
+    Pio(u64),
+    Mmio(u64),
+}
+
+/// An MSI as a device sends it: the doorbell address and payload, plus the
+/// requester id where the interrupt controller needs one (GICv3 ITS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub addr: u64,
+    pub data: u32,
+    pub devid: Option<u32>,
+}
+
 cfg_if::cfg_if! {
     if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))] {
         mod ioctls;

@@ -44,6 +44,25 @@ impl Vm {
     pub fn register_irqfd(&self, _evt: &EventFd, _gsi: u32) -> Result<()> {
         Err(Error::Unsupported)
     }
+    pub fn register_ioevent(
+        &self,
+        _evt: &EventFd,
+        _addr: super::IoAddr,
+        _datamatch: Option<u32>,
+    ) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    pub fn unregister_ioevent(
+        &self,
+        _evt: &EventFd,
+        _addr: super::IoAddr,
+        _datamatch: Option<u32>,
+    ) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    pub fn signal_msi(&self, _msg: super::MsiMessage) -> Result<()> {
+        Err(Error::Unsupported)
+    }
     pub fn create_vcpu(&self, _id: u32) -> Result<Vcpu> {
         Err(Error::Unsupported)
     }

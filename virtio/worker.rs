@@ -1,0 +1,174 @@
+//! A device's own thread: it sleeps in epoll on the queues' kick eventfds
+//! and whatever host fds the device serves (a tap, console input), and is
+//! stopped through one more eventfd when the driver resets the device or
+//! the VM ends.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::thread::JoinHandle;
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::bus::lock;
+
+/// What the device's handler wants after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The device cannot go on (logged by the handler); the thread ends.
+    Stop,
+}
+
+/// The token the stop eventfd is registered with.
+const STOP: u64 = u64::MAX;
+
+/// Collects the fds a worker will wait on, then starts it.
+pub struct WorkerBuilder {
+    epoll: Epoll,
+    stop: EventFd,
+}
+
+impl WorkerBuilder {
+    pub fn new() -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        epoll.add(
+            stop.as_fd_borrowed(),
+            EpollEvent::new(EpollFlags::EPOLLIN, STOP),
+        )?;
+        Ok(WorkerBuilder { epoll, stop })
+    }
+
+    /// Wakes the worker with `token` whenever `fd` is readable. The fd
+    /// must stay open while the worker runs (the handler owns it).
+    pub fn watch(&self, fd: BorrowedFd<'_>, token: u64) -> std::io::Result<()> {
+        Ok(self
+            .epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?)
+    }
+
+    /// Starts thread `name`, calling `handle(token)` for each ready fd.
+    pub fn spawn<F>(self, name: &str, mut handle: F) -> std::io::Result<Worker>
+    where
+        F: FnMut(u64) -> Flow + Send + 'static,
+    {
+        let WorkerBuilder { epoll, stop } = self;
+        let thread_name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut events = [EpollEvent::empty(); 16];
+                loop {
+                    let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+                        Ok(n) => n,
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(e) => {
+                            log::error!("{thread_name}: epoll: {e}");
+                            return;
+                        }
+                    };
+                    for ev in &events[..n] {
+                        if ev.data() == STOP || handle(ev.data()) == Flow::Stop {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running worker thread. Dropping it stops and joins the thread.
+pub struct Worker {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if let Err(e) = self.stop.write(1) {
+                log::error!("cannot stop a device thread: {e}");
+                return;
+            }
+            if t.join().is_err() {
+                log::error!("a device thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Borrowing an `EventFd` as a `BorrowedFd`.
+pub trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for EventFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd is owned by `self` and stays open for the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
+    }
+}
+
+/// Clears an eventfd's count (a kick may have been signalled many times).
+pub fn drain(evt: &EventFd) {
+    let _ = evt.read();
+}
+
+/// A worker slot a device keeps: started at activation, stopped at reset.
+#[derive(Default)]
+pub struct WorkerSlot(std::sync::Mutex<Option<Worker>>);
+
+impl WorkerSlot {
+    pub fn set(&self, w: Worker) {
+        *lock(&self.0) = Some(w);
+    }
+
+    /// Stops the running worker, if any.
+    pub fn stop(&self) {
+        let w = lock(&self.0).take();
+        drop(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_serves_its_fds_and_stops() {
+        let a = EventFd::new(EFD_NONBLOCK).unwrap();
+        let b = EventFd::new(EFD_NONBLOCK).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        let wb = WorkerBuilder::new().unwrap();
+        wb.watch(a.as_fd_borrowed(), 1).unwrap();
+        wb.watch(b.as_fd_borrowed(), 2).unwrap();
+        let mut w = wb
+            .spawn("test-worker", move |t| {
+                drain(if t == 1 { &a2 } else { &b2 });
+                tx.send(t).unwrap();
+                Flow::Continue
+            })
+            .unwrap();
+        b.write(1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 2);
+        a.write(3).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+        w.stop();
+        a.write(1).unwrap();
+        assert!(rx.recv().is_err(), "handler gone after stop");
+    }
+}
