@@ -6,10 +6,14 @@ use vm_fdt::FdtWriter;
 
 use super::gic::{
     GicLayout, GIC_PPI, GIC_SPI, IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, PHANDLE_GIC,
+    PHANDLE_MSI,
 };
+use super::layout::PCI_ECAM_BASE;
 use super::regs::MPIDR_HWID_MASK;
-use crate::fdt::DeviceNode;
+use crate::fdt::{DeviceNode, PciHostNode};
+use crate::hw::pci::ecam;
 use crate::irq::Trigger;
+use crate::virtio::setup::PciHostInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +46,7 @@ pub struct FdtInputs<'a> {
     pub devices: &'a [DeviceNode],
     /// The node `stdout-path` points at.
     pub stdout: Option<&'a DeviceNode>,
+    pub pci: Option<&'a PciHostInfo>,
 }
 
 pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
@@ -144,6 +149,20 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
         fdt.end_node(node)?;
     }
 
+    if let Some(info) = inp.pci {
+        let spec = |intid: u32| vec![GIC_SPI, intid.saturating_sub(32), IRQ_TYPE_LEVEL_HIGH];
+        PciHostNode {
+            ecam_base: PCI_ECAM_BASE,
+            ecam_size: ecam::BUS_SIZE,
+            info,
+            parent: PHANDLE_GIC,
+            parent_address_cells: 2,
+            irq_spec: &spec,
+            msi_parent: info.msi.then_some(PHANDLE_MSI),
+        }
+        .write(&mut fdt)?;
+    }
+
     fdt.end_node(root)?;
     Ok(fdt.finish()?)
 }
@@ -151,10 +170,13 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::super::gic::GicKind;
-    use super::super::layout::{RAM_BASE, UART_BASE, UART_LEN};
+    use super::super::layout::{
+        PCI_MEM_BASE, PCI_MEM_SIZE, RAM_BASE, UART_BASE, UART_LEN, VIRTIO_MMIO_BASE,
+    };
     use super::super::regs::kvm_mpidr;
     use super::*;
     use crate::fdt::testing::assert_golden;
+    use crate::virtio::setup::Transport;
 
     struct Case {
         cpus: u32,
@@ -162,12 +184,45 @@ mod tests {
         initrd: bool,
         sdei: bool,
         pmu: bool,
+        virtio: Option<Transport>,
+    }
+
+    /// Two virtio devices (SPIs 33 and 34) as each transport shows them.
+    fn virtio_parts(c: &Case) -> (Vec<DeviceNode>, Option<PciHostInfo>) {
+        match c.virtio {
+            Some(Transport::Mmio) => (
+                (0..2)
+                    .map(|i| DeviceNode {
+                        name: "virtio",
+                        compatible: vec!["virtio,mmio"],
+                        reg_base: VIRTIO_MMIO_BASE + 0x200 * i,
+                        reg_size: 0x200,
+                        irq: Some(33 + i as u32),
+                        trigger: Trigger::Level,
+                        u32_props: vec![],
+                    })
+                    .collect(),
+                None,
+            ),
+            Some(Transport::Pci) => (
+                vec![],
+                Some(PciHostInfo {
+                    mem_base: PCI_MEM_BASE,
+                    mem_size: PCI_MEM_SIZE,
+                    intx: vec![(1, 33), (2, 34)],
+                    msi: matches!(c.gic, GicKind::V3Its | GicKind::V2m),
+                }),
+            ),
+            None => (vec![], None),
+        }
     }
 
     fn blob(c: &Case) -> Vec<u8> {
         let mpidrs: Vec<u64> = (0..c.cpus).map(kvm_mpidr).collect();
         let gic = GicLayout::new(c.gic, c.cpus).unwrap();
         let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, 32);
+        let (mut devices, pci) = virtio_parts(c);
+        devices.insert(0, uart.clone());
         build(&FdtInputs {
             mpidrs: &mpidrs,
             ram_base: RAM_BASE,
@@ -178,8 +233,9 @@ mod tests {
             pmu: c.pmu,
             sdei: c.sdei,
             kaslr_seed: Some(0x0123_4567_89ab_cdef),
-            devices: std::slice::from_ref(&uart),
+            devices: &devices,
             stdout: Some(&uart),
+            pci: pci.as_ref(),
         })
         .unwrap()
     }
@@ -191,7 +247,35 @@ mod tests {
             initrd: false,
             sdei: false,
             pmu: false,
+            virtio: None,
         }
+    }
+
+    #[test]
+    fn golden_2cpu_gicv3_virtio_mmio() {
+        let c = Case {
+            virtio: Some(Transport::Mmio),
+            ..case(2, GicKind::V3)
+        };
+        assert_golden("aarch64/2cpu-gicv3-virtio-mmio", &blob(&c));
+    }
+
+    #[test]
+    fn golden_2cpu_gicv3_its_virtio_pci() {
+        let c = Case {
+            virtio: Some(Transport::Pci),
+            ..case(2, GicKind::V3Its)
+        };
+        assert_golden("aarch64/2cpu-gicv3-its-virtio-pci", &blob(&c));
+    }
+
+    #[test]
+    fn golden_1cpu_gicv3_virtio_pci_without_msi() {
+        let c = Case {
+            virtio: Some(Transport::Pci),
+            ..case(1, GicKind::V3)
+        };
+        assert_golden("aarch64/1cpu-gicv3-virtio-pci-intx", &blob(&c));
     }
 
     #[test]
@@ -265,6 +349,7 @@ mod tests {
             kaslr_seed: None,
             devices: std::slice::from_ref(&bad),
             stdout: None,
+            pci: None,
         })
         .unwrap_err();
         assert!(matches!(err, Error::NotSpi(_, 20)));

@@ -197,7 +197,7 @@ pub fn kvm_irq_line_spi(intid: u32) -> u32 {
 }
 
 const V2M_MSI_TYPER: u64 = 0x008;
-const V2M_MSI_SETSPI_NS: u64 = 0x040;
+pub const V2M_MSI_SETSPI_NS: u64 = 0x040;
 const V2M_MSI_IIDR: u64 = 0xfcc;
 
 /// The GICv2m MSI frame: a write of an SPI number to `MSI_SETSPI_NS`

@@ -21,6 +21,7 @@ use kvm_ioctls::DeviceFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::asyncpf::{self, AsyncPfCmd, AsyncPfHost, KVM_ARM_ASYNC_PF_COMMAND};
+use super::devices;
 use super::fdt::{self, FdtInputs, PMU_PPI};
 use super::gic::{
     self, kvm_irq_line_spi, GicKind, GicLayout, SpiLines, SpiSink, V2mFrame, NR_IRQS,
@@ -40,6 +41,7 @@ use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
+use crate::virtio::setup::PciHostInfo;
 
 const KVM_CAP_ARM_PMU_V3: u32 = 126;
 const KVM_CAP_ARM_VM_IPA_SIZE: u32 = 165;
@@ -74,6 +76,8 @@ pub enum Error {
     AsyncPf(#[from] asyncpf::Error),
     #[error("cannot place a device: {0}")]
     Bus(#[from] bus::Error),
+    #[error(transparent)]
+    Devices(#[from] devices::Error),
     #[error("guest RAM up to {end:#x} needs {bits}-bit guest physical addresses; this host's KVM allows {max}")]
     IpaTooSmall { end: u64, bits: u32, max: i32 },
     #[error("--pmu: this host's KVM has no PMUv3 for guests")]
@@ -132,6 +136,7 @@ pub struct Aarch64 {
     kaslr_seed: Option<u64>,
     dump_dtb: Option<PathBuf>,
     mpidrs: Vec<u64>,
+    pci: Option<PciHostInfo>,
 }
 
 impl std::fmt::Debug for Aarch64 {
@@ -379,6 +384,7 @@ impl Arch for Aarch64 {
             },
             dump_dtb: a.dump_dtb.clone(),
             mpidrs: Vec::new(),
+            pci: None,
         })
     }
 
@@ -445,7 +451,7 @@ impl Arch for Aarch64 {
         let chip: Arc<dyn IrqChip> = Arc::new(SpiLines(spis.clone()));
         let uart_irq = FIRST_DEVICE_SPI;
         let serial = Arc::new(Mutex::new(Serial8250::new(
-            IrqLine::new(chip, uart_irq, Trigger::Edge),
+            IrqLine::new(chip.clone(), uart_irq, Trigger::Edge),
             Box::new(ConsoleOut),
         )));
         p.mmio
@@ -457,9 +463,13 @@ impl Arch for Aarch64 {
                 "gicv2m",
                 base,
                 size,
-                Arc::new(Mutex::new(V2mFrame::new(spis))),
+                Arc::new(Mutex::new(V2mFrame::new(spis.clone()))),
             )?;
         }
+        let gic = self
+            .gic
+            .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
+        self.pci = devices::place_virtio(p, &gic, chip, spis, uart_irq + 1)?;
         Ok(Arc::new(SerialConsole(serial)))
     }
 
@@ -616,6 +626,7 @@ impl Arch for Aarch64 {
             kaslr_seed: self.kaslr_seed,
             devices: fdt_nodes,
             stdout: fdt_nodes.first(),
+            pci: self.pci.as_ref(),
         })?;
         if let Some(path) = &self.dump_dtb {
             std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {

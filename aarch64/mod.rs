@@ -5,6 +5,7 @@
 //! Everything but `machine` is plain data and is tested on any host.
 
 pub mod asyncpf;
+pub mod devices;
 pub mod fdt;
 pub mod gic;
 pub mod image;

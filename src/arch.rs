@@ -25,6 +25,9 @@ pub struct Platform {
     pub fdt_nodes: Vec<DeviceNode>,
     /// Exits only this architecture has (RISC-V SBI, PowerPC hcalls).
     pub exits: Arc<dyn ArchExits>,
+    /// The virtio devices to place, and on which transport.
+    pub virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
+    pub transport: crate::virtio::setup::Transport,
 }
 
 impl Platform {
@@ -37,6 +40,8 @@ impl Platform {
             mem,
             fdt_nodes: Vec::new(),
             exits: Arc::new(NoArchExits),
+            virtio: Vec::new(),
+            transport: Default::default(),
         }
     }
 }

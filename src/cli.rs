@@ -318,6 +318,14 @@ pub struct RunArgs {
     #[arg(short = 'p', long)]
     pub params: Option<String>,
 
+    // --- Device options ---
+    /// Add a virtio-rng device fed from the host's getrandom(2)
+    #[arg(long, help_heading = "Device options")]
+    pub rng: bool,
+    /// Virtio transport: pci (default) or mmio (arm64, riscv64)
+    #[arg(long, value_name = "TRANSPORT", help_heading = "Device options")]
+    pub virtio_transport: Option<String>,
+
     // --- Architecture-specific options ---
     #[command(flatten)]
     pub arch: ArchArgs,
@@ -341,8 +349,6 @@ pub struct RunArgs {
     pub gtk: bool,
     #[arg(long, hide = true)]
     pub sdl: bool,
-    #[arg(long, hide = true)]
-    pub rng: bool,
     #[arg(long = "9p", hide = true)]
     pub ninep: Vec<String>,
     #[arg(long, hide = true)]
@@ -353,8 +359,6 @@ pub struct RunArgs {
     pub sandbox: Option<String>,
     #[arg(long, hide = true)]
     pub virtio_legacy: bool,
-    #[arg(long, hide = true)]
-    pub virtio_transport: Option<String>,
     #[arg(short = 'f', long, hide = true)]
     pub firmware: Option<String>,
     #[arg(short = 'F', long, hide = true)]
@@ -384,13 +388,11 @@ impl RunArgs {
             (self.vnc, "--vnc"),
             (self.gtk, "--gtk"),
             (self.sdl, "--sdl"),
-            (self.rng, "--rng"),
             (!self.ninep.is_empty(), "--9p"),
             (self.vsock.is_some(), "--vsock"),
             (self.tty.is_some(), "--tty"),
             (self.sandbox.is_some(), "--sandbox"),
             (self.virtio_legacy, "--virtio-legacy"),
-            (self.virtio_transport.is_some(), "--virtio-transport"),
             (self.firmware.is_some(), "--firmware"),
             (self.flash.is_some(), "--flash"),
             (!self.network.is_empty(), "--network"),
@@ -442,7 +444,6 @@ mod tests {
             (&["run", "-d", "disk.img"][..], "--disk"),
             (&["run", "--9p", "/tmp,tag"], "--9p"),
             (&["run", "-n", "mode=tap"], "--network"),
-            (&["run", "--rng"], "--rng"),
             (&["run", "--vidmode", "0x312"], "--vidmode"),
         ] {
             let Command::Run(run) = parse(args).unwrap().command else {

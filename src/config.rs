@@ -26,6 +26,8 @@ pub enum Error {
     ConsoleSerialNotHere,
     #[error("--name must be non-empty and may use only letters, digits, '-', '_' and '.'")]
     BadName,
+    #[error(transparent)]
+    Virtio(#[from] crate::virtio::setup::ConfigError),
     #[error("option {option} is only available on {arches}")]
     ForeignOption {
         option: &'static str,
@@ -117,6 +119,7 @@ pub struct VmConfig {
     pub debug_mmio: bool,
     /// Architecture-specific options, already checked to exist on this host.
     pub arch: ArchArgs,
+    pub virtio: crate::virtio::setup::VirtioConfig,
 }
 
 impl VmConfig {
@@ -156,6 +159,13 @@ impl VmConfig {
         if !valid_name(&name) {
             return Err(Error::BadName);
         }
+        let virtio = crate::virtio::setup::VirtioConfig {
+            transport: match &args.virtio_transport {
+                Some(t) => crate::virtio::setup::Transport::parse(t, arch)?,
+                None => Default::default(),
+            },
+            rng: args.rng,
+        };
         Ok(VmConfig {
             name,
             cpus,
@@ -170,6 +180,7 @@ impl VmConfig {
             debug_ioport: args.debug_ioport,
             debug_mmio: args.debug_mmio,
             arch: args.arch.clone(),
+            virtio,
         })
     }
 

@@ -40,6 +40,56 @@ impl DeviceNode {
     }
 }
 
+/// Where a `pci-host-ecam-generic` bridge sits and how its slots' INTA#
+/// reach the interrupt controller.
+pub struct PciHostNode<'a> {
+    pub ecam_base: u64,
+    pub ecam_size: u64,
+    pub info: &'a crate::virtio::setup::PciHostInfo,
+    /// The interrupt controller's phandle and `#address-cells`.
+    pub parent: u32,
+    pub parent_address_cells: u32,
+    /// The controller's specifier for a platform interrupt number.
+    pub irq_spec: &'a dyn Fn(u32) -> Vec<u32>,
+    pub msi_parent: Option<u32>,
+}
+
+/// PCI address space code of 32-bit non-prefetchable memory in `ranges`.
+const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+
+impl PciHostNode<'_> {
+    /// Writes the host bridge node under the current (root) node, whose
+    /// `#address-cells` and `#size-cells` are 2.
+    pub fn write(&self, fdt: &mut vm_fdt::FdtWriter) -> Result<(), vm_fdt::Error> {
+        let node = fdt.begin_node(&format!("pci@{:x}", self.ecam_base))?;
+        fdt.property_string("compatible", "pci-host-ecam-generic")?;
+        fdt.property_string("device_type", "pci")?;
+        fdt.property_u32("#address-cells", 3)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_array_u32("bus-range", &[0, 0])?;
+        fdt.property_array_u64("reg", &[self.ecam_base, self.ecam_size])?;
+        let (m, s) = (self.info.mem_base, self.info.mem_size);
+        let [mh, ml] = cells64(m);
+        let [sh, sl] = cells64(s);
+        fdt.property_array_u32("ranges", &[PCI_SPACE_MEM32, mh, ml, mh, ml, sh, sl])?;
+        // Slot (device number) and pin select the entry.
+        fdt.property_array_u32("interrupt-map-mask", &[0xf800, 0, 0, 7])?;
+        let mut map = Vec::new();
+        for (slot, irq) in &self.info.intx {
+            map.extend([u32::from(*slot) << 11, 0, 0, 1, self.parent]);
+            map.extend(std::iter::repeat_n(0, self.parent_address_cells as usize));
+            map.extend((self.irq_spec)(*irq));
+        }
+        fdt.property_array_u32("interrupt-map", &map)?;
+        fdt.property_null("dma-coherent")?;
+        if let Some(msi) = self.msi_parent {
+            fdt.property_u32("msi-parent", msi)?;
+        }
+        fdt.end_node(node)
+    }
+}
+
 /// Splits a 64-bit value into two cells, high first.
 pub fn cells64(v: u64) -> [u32; 2] {
     [(v >> 32) as u32, v as u32]

@@ -11,6 +11,15 @@ pub enum Error {
         #[source]
         source: crate::kvm::Error,
     },
+    #[error("cannot send MSI {data:#x} to {addr:#x}: {source}")]
+    Msi {
+        addr: u64,
+        data: u32,
+        #[source]
+        source: crate::kvm::Error,
+    },
+    #[error("MSI to {addr:#x} reaches no interrupt controller")]
+    MsiTarget { addr: u64 },
 }
 
 /// Something that can drive numbered interrupt inputs.
@@ -81,6 +90,26 @@ impl IrqLine {
     }
 }
 
+/// Somewhere message-signalled interrupts go: the in-kernel irqchip
+/// (`KVM_SIGNAL_MSI`: x86 LAPIC, GICv3 ITS, RISC-V IMSIC) or an
+/// architecture's own translation (a GICv2m frame turns them into SPIs).
+pub trait MsiSink: Send + Sync {
+    fn send(&self, msg: crate::kvm::MsiMessage) -> Result<(), Error>;
+}
+
+/// The in-kernel irqchip of x86 (LAPIC) and RISC-V (IMSIC), which take
+/// no requester id. (A GICv3 ITS does; arm64 wraps the VM for it.)
+impl MsiSink for crate::kvm::Vm {
+    fn send(&self, msg: crate::kvm::MsiMessage) -> Result<(), Error> {
+        let msg = crate::kvm::MsiMessage { devid: None, ..msg };
+        self.signal_msi(msg).map_err(|source| Error::Msi {
+            addr: msg.addr,
+            data: msg.data,
+            source,
+        })
+    }
+}
+
 #[cfg(test)]
 pub mod testing {
     use super::*;
@@ -102,6 +131,25 @@ pub mod testing {
     impl RecordingChip {
         pub fn take(&self) -> Vec<(u32, bool)> {
             std::mem::take(&mut *self.events.lock().unwrap())
+        }
+    }
+
+    /// Records every MSI sent.
+    #[derive(Default)]
+    pub struct RecordingMsi {
+        pub sent: Mutex<Vec<crate::kvm::MsiMessage>>,
+    }
+
+    impl MsiSink for RecordingMsi {
+        fn send(&self, msg: crate::kvm::MsiMessage) -> Result<(), Error> {
+            self.sent.lock().unwrap().push(msg);
+            Ok(())
+        }
+    }
+
+    impl RecordingMsi {
+        pub fn take(&self) -> Vec<crate::kvm::MsiMessage> {
+            std::mem::take(&mut *self.sent.lock().unwrap())
         }
     }
 }

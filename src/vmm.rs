@@ -147,6 +147,8 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
     let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
     let mut platform = Platform::new(ctl.clone(), vm.clone(), ram.memory().clone());
+    platform.virtio = crate::virtio::setup::build_devices(&cfg.virtio);
+    platform.transport = cfg.virtio.transport;
     let console = arch.setup_devices(&mut platform).map_err(arch_err)?;
     phases.mark("irqchip and devices");
 

@@ -86,6 +86,43 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// Where transports register their notification eventfds: KVM's
+/// ioeventfds, so a guest notification wakes the device without an exit
+/// to userspace.
+pub trait IoEvents: Send + Sync {
+    fn register(
+        &self,
+        evt: &EventFd,
+        addr: crate::kvm::IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<(), crate::kvm::Error>;
+    fn unregister(
+        &self,
+        evt: &EventFd,
+        addr: crate::kvm::IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<(), crate::kvm::Error>;
+}
+
+impl IoEvents for crate::kvm::Vm {
+    fn register(
+        &self,
+        evt: &EventFd,
+        addr: crate::kvm::IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<(), crate::kvm::Error> {
+        self.register_ioevent(evt, addr, datamatch)
+    }
+    fn unregister(
+        &self,
+        evt: &EventFd,
+        addr: crate::kvm::IoAddr,
+        datamatch: Option<u32>,
+    ) -> Result<(), crate::kvm::Error> {
+        self.unregister_ioevent(evt, addr, datamatch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,10 @@ pub mod chain;
 pub mod common;
 pub mod device;
 pub mod mmio;
+pub mod msix;
+pub mod pci;
 pub mod rng;
+pub mod setup;
 pub mod worker;
 
 pub use device::{Activation, ActiveQueue, Interrupt, VirtioDevice};

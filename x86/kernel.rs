@@ -85,6 +85,7 @@ pub fn load(
     kernel: &[u8],
     initrd: Option<&[u8]>,
     cmdline: &str,
+    pci_irqs: &[mptable::PciIrq],
 ) -> Result<BootPlan, Error> {
     if ram_size < MIN_RAM {
         return Err(Error::RamTooSmall {
@@ -181,7 +182,7 @@ pub fn load(
         mem,
         "MP table",
         MPTABLE_ADDR,
-        &mptable::build(cpus, MPTABLE_ADDR)?,
+        &mptable::build(cpus, MPTABLE_ADDR, pci_irqs)?,
     )?;
 
     let entry = match (&bz, pvh_entry) {
@@ -253,7 +254,7 @@ mod tests {
         let mem = guest(64 << 20);
         let img = test_image(0x020f, 1, 8192);
         let initrd = vec![0xab; 10_000];
-        let plan = load(&mem, 64 << 20, 2, &img, Some(&initrd), "console=ttyS0").unwrap();
+        let plan = load(&mem, 64 << 20, 2, &img, Some(&initrd), "console=ttyS0", &[]).unwrap();
         assert_eq!(
             plan.entry,
             Entry::Linux64 {
@@ -283,7 +284,7 @@ mod tests {
             &[(0x10_0000, b"\xf4\xf4", 0x2000)],
             &[("Xen", 18, &0x10_0000u32.to_le_bytes())],
         );
-        let plan = load(&mem, 16 << 20, 1, &elf, None, "").unwrap();
+        let plan = load(&mem, 16 << 20, 1, &elf, None, "", &[]).unwrap();
         assert_eq!(
             plan.entry,
             Entry::Pvh {
@@ -300,7 +301,7 @@ mod tests {
     fn unusable_kernels_and_layouts_are_refused() {
         let mem = guest(16 << 20);
         let bad = |k: &[u8], rd: Option<&[u8]>, cmd: &str| {
-            load(&mem, 16 << 20, 1, k, rd, cmd).unwrap_err()
+            load(&mem, 16 << 20, 1, k, rd, cmd, &[]).unwrap_err()
         };
         assert!(matches!(bad(&[0x55; 4096], None, ""), Error::UnknownFormat));
         let no_note = build(EM_X86_64, true, 0, &[(0x10_0000, b"x", 1)], &[]);
@@ -356,7 +357,8 @@ mod tests {
                 1,
                 &test_image(0x020f, 1, 4096),
                 None,
-                &long
+                &long,
+                &[]
             ),
             Err(Error::CmdlineTooLong {
                 len: 3000,
@@ -365,7 +367,7 @@ mod tests {
         ));
         assert!(matches!(bad(&ok_elf, None, "a\0b"), Error::CmdlineNul));
         assert!(matches!(
-            load(&guest(2 << 20), 2 << 20, 1, &ok_elf, None, ""),
+            load(&guest(2 << 20), 2 << 20, 1, &ok_elf, None, "", &[]),
             Err(Error::RamTooSmall { .. })
         ));
     }

@@ -10,9 +10,10 @@ use kvm_bindings::{
 };
 
 use super::cpuid::{self, CpuidEntry};
+use super::devices;
 use super::kernel::{self, BootPlan, Entry};
 use super::layout::{self, BOOT_STACK_TOP, TSS_ADDR};
-use super::mptable;
+use super::mptable::{self, PciIrq};
 use super::regs::{self, BootSregs, Segment};
 use crate::arch::{Arch, Platform};
 use crate::bus::{self, SharedDevice};
@@ -41,6 +42,8 @@ pub enum Error {
     Kernel(#[from] kernel::Error),
     #[error("cannot place a device: {0}")]
     Bus(#[from] bus::Error),
+    #[error(transparent)]
+    Devices(#[from] devices::Error),
     #[error("KVM accepted only {done} of {total} boot MSRs")]
     Msrs { done: usize, total: usize },
     #[error("building the CPUID table for KVM: {0}")]
@@ -57,6 +60,7 @@ fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 pub struct X86 {
     cpus: u32,
     supported_cpuid: Vec<CpuidEntry>,
+    pci_irqs: Vec<PciIrq>,
 }
 
 impl std::fmt::Debug for X86 {
@@ -243,6 +247,7 @@ impl Arch for X86 {
         Ok(X86 {
             cpus: cfg.cpus,
             supported_cpuid: Vec::new(),
+            pci_irqs: Vec::new(),
         })
     }
 
@@ -296,6 +301,8 @@ impl Arch for X86 {
     }
 
     fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
+        let (root, pci_irqs) = devices::place_virtio(p)?;
+        self.pci_irqs = pci_irqs;
         // The in-kernel PIC/IOAPIC take ISA IRQ numbers as KVM_IRQ_LINE lines.
         let chip: Arc<dyn IrqChip> = p.vm.clone();
         let edge = |line| IrqLine::new(chip.clone(), line, Trigger::Edge);
@@ -317,7 +324,7 @@ impl Arch for X86 {
             "pci-config",
             PCI_CONFIG_PORT,
             PCI_CONFIG_LEN,
-            Arc::new(Mutex::new(PciConfigIo::new(p.ctl.clone()))),
+            Arc::new(Mutex::new(PciConfigIo::new(root, p.ctl.clone()))),
         )?;
         p.pio.insert(
             "acpi-pm",
@@ -344,7 +351,15 @@ impl Arch for X86 {
         cmdline: &str,
         _fdt_nodes: &[DeviceNode],
     ) -> Result<BootPlan, Error> {
-        let plan = kernel::load(mem, cfg.ram_size, cfg.cpus, kernel_image, initrd, cmdline)?;
+        let plan = kernel::load(
+            mem,
+            cfg.ram_size,
+            cfg.cpus,
+            kernel_image,
+            initrd,
+            cmdline,
+            &self.pci_irqs,
+        )?;
         log::debug!(
             "x86: kernel at {:#x}..{:#x}, initrd {:?}, entry {:?}",
             plan.kernel_start,

@@ -6,6 +6,7 @@
 
 pub mod bzimage;
 pub mod cpuid;
+pub mod devices;
 pub mod kernel;
 pub mod layout;
 pub mod mptable;

@@ -34,14 +34,23 @@ pub const PCI_BUS_ID: u8 = 0;
 pub const ISA_BUS_ID: u8 = 1;
 /// ISA IRQs wired one-to-one to IOAPIC pins, as KVM's default GSI routing does.
 const ISA_IRQS: u8 = 16;
+/// PCI INTx: active high, level triggered (MP spec flags: PO=01, EL=11).
+const PCI_INT_FLAGS: u16 = 0b1101;
+
+/// A PCI slot's INTA# and the IOAPIC pin it is wired to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciIrq {
+    pub slot: u8,
+    pub pin: u8,
+}
 
 fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |s, b| s.wrapping_sub(*b))
 }
 
-/// Builds the floating pointer and configuration table for `cpus` CPUs, to be
-/// placed at guest physical `base`.
-pub fn build(cpus: u32, base: u64) -> Result<Vec<u8>, Error> {
+/// Builds the floating pointer and configuration table for `cpus` CPUs and
+/// the given PCI interrupt wiring, to be placed at guest physical `base`.
+pub fn build(cpus: u32, base: u64, pci: &[PciIrq]) -> Result<Vec<u8>, Error> {
     if cpus == 0 || cpus > MAX_CPUS {
         return Err(Error::TooManyCpus {
             cpus,
@@ -79,6 +88,13 @@ pub fn build(cpus: u32, base: u64) -> Result<Vec<u8>, Error> {
             ioapic_id,
             irq,
         ]);
+        count += 1;
+    }
+    for p in pci {
+        // The source bus IRQ of a PCI interrupt is (device << 2) | pin, INTA# = 0.
+        entries.extend([ENTRY_IOINT, INT_VECTORED]);
+        entries.extend(PCI_INT_FLAGS.to_le_bytes());
+        entries.extend([PCI_BUS_ID, p.slot << 2, ioapic_id, p.pin]);
         count += 1;
     }
     // LINT0 takes the 8259's ExtINT, LINT1 the NMI, on every local APIC.
@@ -126,7 +142,7 @@ mod tests {
 
     #[test]
     fn checksums_hold_and_the_pointer_points_at_the_table() {
-        let t = build(4, 0x9fc00).unwrap();
+        let t = build(4, 0x9fc00, &[]).unwrap();
         assert_eq!(&t[..4], b"_MP_");
         assert_eq!(sum(&t[..16]), 0);
         assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), 0x9fc10);
@@ -148,7 +164,7 @@ mod tests {
 
     #[test]
     fn processors_are_numbered_with_cpu0_as_bootstrap() {
-        let t = build(3, 0x9fc00).unwrap();
+        let t = build(3, 0x9fc00, &[]).unwrap();
         let entries = &t[16 + 44..];
         for id in 0..3usize {
             let e = &entries[id * 20..id * 20 + 20];
@@ -169,14 +185,49 @@ mod tests {
 
     #[test]
     fn cpu_count_is_bounded_by_apic_ids() {
-        assert!(build(MAX_CPUS, 0).is_ok());
+        assert!(build(MAX_CPUS, 0, &[]).is_ok());
         assert_eq!(
-            build(255, 0),
+            build(255, 0, &[]),
             Err(Error::TooManyCpus {
                 cpus: 255,
                 max: MAX_CPUS
             })
         );
-        assert!(build(0, 0).is_err());
+        assert!(build(0, 0, &[]).is_err());
+    }
+
+    #[test]
+    fn pci_slots_get_level_interrupt_entries() {
+        let t = build(
+            1,
+            0x9fc00,
+            &[PciIrq { slot: 1, pin: 16 }, PciIrq { slot: 2, pin: 17 }],
+        )
+        .unwrap();
+        let table = &t[16..];
+        assert_eq!(sum(table), 0);
+        // 1 CPU + 2 buses + IOAPIC + 16 ISA + 2 PCI + 2 LINT
+        assert_eq!(u16::from_le_bytes([table[34], table[35]]), 24);
+        let find = |entry: [u8; 8]| table.windows(8).any(|w| w == entry);
+        assert!(find([
+            ENTRY_IOINT,
+            INT_VECTORED,
+            0x0d,
+            0,
+            PCI_BUS_ID,
+            1 << 2,
+            1,
+            16
+        ]));
+        assert!(find([
+            ENTRY_IOINT,
+            INT_VECTORED,
+            0x0d,
+            0,
+            PCI_BUS_ID,
+            2 << 2,
+            1,
+            17
+        ]));
     }
 }

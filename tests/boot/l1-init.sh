@@ -25,7 +25,21 @@ extra=$(arg lkvm.extra | tr ',' ' '); mode=$(arg lkvm.mode)
 initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
 params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"
+virtio=$(arg lkvm.virtio)
+if [ -n "$virtio" ]; then
+    extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng"
+    params="$params lkvm.virtio=1"
+fi
 echo "LKVM-START lkvm run -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
 /lkvm run -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
-echo "LKVM-EXIT rc=$?"
+rc=$?
+if [ -n "$virtio" ]; then
+    # What L2 left behind, for the harness: the file it wrote through 9p,
+    # and the disk image (gzip, base64) to read back with debugfs.
+    echo "LKVM-L1-9P $(cat /share/from-l2.txt 2>/dev/null)"
+    echo "LKVM-L1-DISK-BEGIN"
+    gzip -c /l2/disk.img | base64
+    echo "LKVM-L1-DISK-END"
+fi
+echo "LKVM-EXIT rc=$rc"
 poweroff -f

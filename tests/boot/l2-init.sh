@@ -8,6 +8,29 @@
 /bin/busybox --install -s /bin
 export PATH=/bin
 token=$(sed -n 's/.*lkvm\.token=\([^[:space:]]*\).*/\1/p' /proc/cmdline)
+# Virtio checks (lkvm.virtio on the command line; L1 passes -d, --9p, --rng):
+# entropy from virtio-rng, a known file on the virtio-blk ext2 image and a
+# written one (the harness reads it back from the image after lkvm exits),
+# and a read and a write through the 9p share.
+if grep -q 'lkvm\.virtio' /proc/cmdline; then
+    for m in $(cat /modules.order); do insmod "/modules/$m" 2>/dev/null; done
+    rng=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | wc -c)
+    mkdir -p /mnt /share
+    blk=none
+    if mount -t ext2 /dev/vda /mnt; then
+        blk=$(sha256sum /mnt/known.bin | cut -d' ' -f1)
+        echo "$token" > /mnt/written.txt
+        sync
+        umount /mnt
+    fi
+    p9=none
+    if mount -t 9p -o trans=virtio,version=9p2000.L lkvmshare /share; then
+        p9=$(cat /share/hello.txt)
+        echo "$token" > /share/from-l2.txt
+        umount /share
+    fi
+    echo "LKVM-L2-VIRTIO rng=$rng blk=$blk 9p=$p9"
+fi
 # Prove console input end to end: the harness types a line into L1's
 # console when it sees this prompt; lkvm must carry it to this UART.
 # What the guest sees of its CPU (the ISA string on RISC-V), for checks of

@@ -47,15 +47,24 @@ ALL_ARCHES = list(PINS)
 TAIL_LINES = 40
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
+VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+)")
+# Loaded by the L2 init for virtio checks (those built in are skipped).
+L2_MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_rng", "virtio_console",
+              "9pnet_virtio", "9p", "ext4", "virtio_net", "virtio_balloon"]
+# What the L2 finds on its virtio-blk disk and in its 9p share.
+KNOWN_BIN = b"".join(hashlib.sha256(b"lkvm-known-%d" % i).digest() for i in range(2048))
+SHARE_TEXT = "hello-from-the-l1-share"
 
 class Case:
     """One boot of the matrix: vCPUs, extra lkvm options, the L1 machine
     variant (pins.toml; None for the default), extra L2 kernel parameters,
     text that must appear in L2's console output and text that must not."""
 
-    def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None):
+    def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
+                 virtio=False):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
+        self.virtio = virtio
 
 
 MATRIX = {
@@ -228,17 +237,21 @@ def module_bytes(path):
     return lzma.decompress(data) if path.name.endswith(".xz") else data
 
 
-def module_order(root, wanted):
-    """Modules to insmod, dependencies first, from each .ko's .modinfo."""
+def module_order(root, wanted, skip_missing=False):
+    """Modules to insmod, dependencies first, from each .ko's .modinfo.
+    With skip_missing, wanted modules the package lacks (built in) are left
+    out; a missing dependency is always an error."""
     index = module_index(root)
     order, seen = [], set()
 
-    def visit(name):
+    def visit(name, top=False):
         name = name.replace("-", "_")
         if name in seen:
             return
         seen.add(name)
         if name not in index:
+            if top and skip_missing:
+                return
             raise LabError(f"module {name} not found in the kernel package")
         m = re.search(rb"depends=([^\x00]*)\x00", module_bytes(index[name]))
         for dep in (m.group(1).decode().split(",") if m and m.group(1) else []):
@@ -246,7 +259,7 @@ def module_order(root, wanted):
         order.append(name)
 
     for w in wanted:
-        visit(w)
+        visit(w, top=True)
     return [(n, index[n]) for n in order]
 
 
@@ -304,9 +317,40 @@ def base_initramfs(busybox, init):
     return c
 
 
+def add_modules(c, root, wanted, skip_missing=False):
+    names = []
+    for name, path in module_order(root, wanted, skip_missing):
+        c.file(f"modules/{name}.ko", module_bytes(path))
+        names.append(f"{name}.ko")
+    c.file("modules.order", ("\n".join(names) + "\n").encode())
+
+
 def l2_initramfs(arch, inputs, template):
     init = (HERE / template).read_text().replace("@END@", PINS[arch]["l2_end"])
-    return base_initramfs(inputs.busybox, init).finish()
+    c = base_initramfs(inputs.busybox, init)
+    add_modules(c, inputs.kernel_root, L2_MODULES, skip_missing=True)
+    return c.finish()
+
+
+def disk_image():
+    """An ext2 image holding known.bin, for L2's virtio-blk."""
+    out = CACHE / "work" / "disk.img"
+    src = CACHE / "work" / "disk-src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    (src / "known.bin").write_bytes(KNOWN_BIN)
+    out.unlink(missing_ok=True)
+    run(["mke2fs", "-q", "-F", "-t", "ext2", "-d", str(src), str(out), "8M"])
+    return out
+
+
+def read_back(image_b64, path):
+    """A file's contents from a gzip+base64 dump of an ext2 image."""
+    import base64
+    img = CACHE / "work" / "disk-back.img"
+    img.write_bytes(gzip.decompress(base64.b64decode(image_b64)))
+    out = subprocess.run(["debugfs", "-R", f"cat {path}", str(img)], capture_output=True)
+    return out.stdout.decode(errors="replace")
 
 
 # --- tools built for the guest ---------------------------------------------------
@@ -331,11 +375,9 @@ def build_lkvm(arch):
 def l1_initramfs(arch, inputs):
     p = PINS[arch]
     c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
-    names = []
-    for name, path in module_order(inputs.kernel_root, p["modules"]):
-        c.file(f"modules/{name}.ko", module_bytes(path))
-        names.append(f"{name}.ko")
-    c.file("modules.order", ("\n".join(names) + "\n").encode())
+    add_modules(c, inputs.kernel_root, p["modules"])
+    c.file("l2/disk.img", disk_image().read_bytes())
+    c.file("share/hello.txt", SHARE_TEXT.encode())
     c.file("kvmcheck", build_kvmcheck(arch).read_bytes(), 0o755)
     c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
     c.file("l2/kernel", inputs.l2_kernel.read_bytes())
@@ -375,7 +417,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
-         kparams="", expect=None, reject=None):
+         kparams="", expect=None, reject=None, virtio=False):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -385,10 +427,15 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     append = (f"console={p['l1_console']} panic=-1 lkvm.mode=test lkvm.cpus={cpus} "
               f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)} "
               f"lkvm.kparams={','.join(kparams.split())}")
+    if virtio:
+        append += " lkvm.virtio=1"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
+    if virtio:
+        rec["virtio"] = True
     lines, marks = [], {}
+    disk_dump, in_dump = [], False
     t0 = time.monotonic()
     # QEMU's stdin is L1's console: the L2 init's input line comes from here.
     reply = secrets.token_hex(4)
@@ -419,7 +466,20 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
             for raw in complete:
                 line = raw.decode(errors="replace").rstrip("\r")
                 t = round(time.monotonic() - t0, 3)
+                if "LKVM-L1-DISK-END" in line:
+                    in_dump = False
+                if in_dump:
+                    disk_dump.append(line.strip())
+                    continue
+                if "LKVM-L1-DISK-BEGIN" in line:
+                    in_dump = True
                 lines.append(f"{t:8.3f} | {line}")
+                m = VIRTIO_LINE.search(line)
+                if m:
+                    rec.update(l2_rng=m.group(1), l2_blk=m.group(2), l2_9p=m.group(3))
+                m = re.search(r"LKVM-L1-9P (\S*)", line)
+                if m:
+                    rec["l1_9p"] = m.group(1)
                 for key, pat in (("l1_ready", "LKVM-L1-READY"), ("lkvm_start", "LKVM-START"),
                                  ("no_kvm", "LKVM-L1-NOKVM")):
                     if pat in line and key not in marks:
@@ -482,6 +542,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
             problems.append(f"L2's console showed {reject!r}, which it must not")
         if rec.get("lkvm_exit") != 0:
             problems.append(reason or f"lkvm exited with {rec.get('lkvm_exit')}")
+        if virtio:
+            problems += virtio_problems(rec, token, disk_dump)
     if problems:
         rec["error"] = "; ".join(problems)
         log(f"{arch} -c {cpus} {' '.join(extra)} (L1 {rec['l1']}): FAILED: {rec['error']}")
@@ -491,6 +553,30 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     else:
         rec["result"] = "pass"
     return rec
+
+
+def virtio_problems(rec, token, disk_dump):
+    """The virtio checks: 64 bytes of entropy, the known file's checksum,
+    the written file read back from the image, the 9p read and write."""
+    problems = []
+    if "l2_rng" not in rec:
+        return ["L2 printed no LKVM-L2-VIRTIO line"]
+    if rec["l2_rng"] != "64":
+        problems.append(f"L2 read {rec['l2_rng']} bytes from /dev/hwrng, expected 64")
+    if rec["l2_blk"] != hashlib.sha256(KNOWN_BIN).hexdigest():
+        problems.append(f"L2's sha256 of known.bin on virtio-blk is {rec['l2_blk']}")
+    if rec["l2_9p"] != SHARE_TEXT:
+        problems.append(f"L2 read {rec['l2_9p']!r} from the 9p share, expected {SHARE_TEXT!r}")
+    if rec.get("l1_9p") != token:
+        problems.append(f"L1 found {rec.get('l1_9p')!r} in the file L2 wrote through 9p")
+    try:
+        written = read_back("".join(disk_dump), "/written.txt").strip() if disk_dump else ""
+    except (OSError, ValueError) as e:
+        written = f"<unreadable image: {e}>"
+    rec["blk_written"] = written
+    if written != token:
+        problems.append(f"the disk image holds {written!r} in written.txt, expected the token")
+    return problems
 
 
 def cmd_test(args):
@@ -511,7 +597,7 @@ def cmd_test(args):
         for case in MATRIX[arch]:
             rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
                        initrd=initrd, variant=case.l1, kparams=case.kparams, expect=case.expect,
-                       reject=case.reject)
+                       reject=case.reject, virtio=case.virtio)
             print(json.dumps(rec), flush=True)
             failed += rec["result"] != "pass"
     return 1 if failed else 0
@@ -522,7 +608,7 @@ def cmd_boot(args):
     if any("," in a for a in extra):
         raise LabError("lkvm options passed through the lab may not contain commas")
     rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
-               variant=args.l1, kparams=args.kparams, expect=args.expect)
+               variant=args.l1, kparams=args.kparams, expect=args.expect, virtio=args.virtio)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
 
@@ -608,6 +694,8 @@ def main():
     b.add_argument("--l1", default=None, help="L1 machine variant from pins.toml")
     b.add_argument("--kparams", default="", help="extra L2 kernel parameters")
     b.add_argument("--expect", default=None, help="text L2's console must show")
+    b.add_argument("--virtio", action="store_true",
+                   help="give L2 a virtio disk, 9p share and rng, and check them")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)

@@ -1,9 +1,10 @@
 //! PCI configuration space through the x86 configuration mechanism #1
-//! (ports 0xcf8 address, 0xcfc-0xcff data), bus 0 only, with a host bridge at
-//! 00:00.0. Port 0xcf9 inside that range is the reset control register.
+//! (ports 0xcf8 address, 0xcfc-0xcff data). Port 0xcf9 inside that range is
+//! the reset control register.
 
 use std::sync::Arc;
 
+use super::PciRoot;
 use crate::bus::BusDevice;
 use crate::control::{GuestExit, VmControl};
 
@@ -14,83 +15,32 @@ const ENABLE: u32 = 1 << 31;
 const RESET_CONTROL: u64 = 1;
 const RESET_CPU: u8 = 1 << 2;
 
-/// A function's 256-byte configuration space.
-pub trait PciFunction: Send {
-    fn config_read(&self, offset: usize) -> u8;
-    fn config_write(&mut self, offset: usize, value: u8);
-}
-
-/// Configuration space with a per-byte write mask.
-#[derive(Clone)]
-pub struct ConfigSpace {
-    bytes: [u8; 256],
-    writable: [u8; 256],
-}
-
-impl ConfigSpace {
-    /// A type-0 header with the given identity.
-    pub fn new(vendor: u16, device: u16, class: u32, revision: u8) -> Self {
-        let mut c = ConfigSpace {
-            bytes: [0; 256],
-            writable: [0; 256],
-        };
-        c.bytes[0..2].copy_from_slice(&vendor.to_le_bytes());
-        c.bytes[2..4].copy_from_slice(&device.to_le_bytes());
-        c.bytes[8] = revision;
-        c.bytes[9..12].copy_from_slice(&class.to_le_bytes()[..3]);
-        // Command register: I/O, memory, bus master, INTx disable.
-        c.writable[4] = 0x07;
-        c.writable[5] = 0x04;
-        c.writable[0x0c] = 0xff; // cache line size
-        c.writable[0x0d] = 0xff; // latency timer
-        c
-    }
-}
-
-impl PciFunction for ConfigSpace {
-    fn config_read(&self, offset: usize) -> u8 {
-        self.bytes.get(offset).copied().unwrap_or(0xff)
-    }
-    fn config_write(&mut self, offset: usize, value: u8) {
-        if let (Some(b), Some(m)) = (self.bytes.get_mut(offset), self.writable.get(offset)) {
-            *b = (*b & !m) | (value & m);
-        }
-    }
-}
-
-/// lkvm's host bridge: Red Hat's vendor id for virtual hardware with the
-/// generic "PCIe host bridge" device id, class 06/00/00.
-pub fn host_bridge() -> ConfigSpace {
-    ConfigSpace::new(0x1b36, 0x0008, 0x06_00_00, 0)
-}
-
 pub struct PciConfigIo {
     address: u32,
-    slots: Vec<Option<Box<dyn PciFunction>>>,
+    root: Arc<PciRoot>,
     ctl: Arc<VmControl>,
 }
 
 impl PciConfigIo {
-    pub fn new(ctl: Arc<VmControl>) -> Self {
-        let mut slots: Vec<Option<Box<dyn PciFunction>>> = (0..32).map(|_| None).collect();
-        slots[0] = Some(Box::new(host_bridge()));
+    pub fn new(root: Arc<PciRoot>, ctl: Arc<VmControl>) -> Self {
         PciConfigIo {
             address: 0,
-            slots,
+            root,
             ctl,
         }
     }
 
-    /// The function and register the address register selects, if any.
-    fn target(&self) -> Option<(usize, usize)> {
+    /// Bus, device, function and register the address register selects.
+    fn target(&self) -> Option<(u8, u8, u8, usize)> {
         if self.address & ENABLE == 0 {
             return None;
         }
-        let bus = (self.address >> 16) & 0xff;
-        let device = ((self.address >> 11) & 0x1f) as usize;
-        let function = (self.address >> 8) & 0x7;
-        let reg = (self.address & 0xfc) as usize;
-        (bus == 0 && function == 0 && self.slots[device].is_some()).then_some((device, reg))
+        Some((
+            (self.address >> 16) as u8,
+            ((self.address >> 11) & 0x1f) as u8,
+            ((self.address >> 8) & 0x7) as u8,
+            (self.address & 0xfc) as usize,
+        ))
     }
 }
 
@@ -99,13 +49,9 @@ impl BusDevice for PciConfigIo {
         match (offset, data.len()) {
             (0, 4) => data.copy_from_slice(&self.address.to_le_bytes()),
             (4..=7, _) => match self.target() {
-                Some((dev, reg)) => {
-                    let base = reg + (offset as usize - 4);
-                    if let Some(f) = &self.slots[dev] {
-                        for (i, b) in data.iter_mut().enumerate() {
-                            *b = f.config_read(base + i);
-                        }
-                    }
+                Some((bus, dev, func, reg)) => {
+                    self.root
+                        .config_read(bus, dev, func, reg + (offset as usize - 4), data)
                 }
                 None => data.fill(0xff),
             },
@@ -122,13 +68,9 @@ impl BusDevice for PciConfigIo {
                 self.address = u32::from_le_bytes(raw) & 0x80ff_fffc;
             }
             (4..=7, _) => {
-                if let Some((dev, reg)) = self.target() {
-                    let base = reg + (offset as usize - 4);
-                    if let Some(f) = self.slots[dev].as_mut() {
-                        for (i, b) in data.iter().enumerate() {
-                            f.config_write(base + i, *b);
-                        }
-                    }
+                if let Some((bus, dev, func, reg)) = self.target() {
+                    self.root
+                        .config_write(bus, dev, func, reg + (offset as usize - 4), data);
                 }
             }
             (RESET_CONTROL, 1) if data[0] & RESET_CPU != 0 => {
@@ -146,7 +88,7 @@ mod tests {
 
     fn io() -> (PciConfigIo, Arc<VmControl>) {
         let ctl = Arc::new(VmControl::new().unwrap());
-        (PciConfigIo::new(ctl.clone()), ctl)
+        (PciConfigIo::new(Arc::new(PciRoot::new()), ctl.clone()), ctl)
     }
 
     fn read32(p: &mut PciConfigIo, dev: u32, reg: u32) -> u32 {

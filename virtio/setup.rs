@@ -1,0 +1,228 @@
+//! From the command line to devices on a guest's bus: the virtio part of
+//! the configuration, the construction of the devices, and the placement
+//! steps every architecture shares (a virtio-mmio window with its
+//! interrupt and device-tree node; a function on the PCI root bus).
+
+use std::sync::{Arc, Mutex};
+
+use super::common::{self, VirtioState};
+use super::device::{IoEvents, VirtioDevice};
+use super::mmio::{self, MmioTransport};
+use super::pci::{self, VirtioPci};
+use crate::arch::Platform;
+use crate::fdt::DeviceNode;
+use crate::hw::pci::{PciMmioWindow, PciRoot};
+use crate::irq::{IrqLine, MsiSink, Trigger};
+use crate::kvm::IoAddr;
+
+/// `--virtio-transport`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Pci,
+    Mmio,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--virtio-transport {0}: the legacy virtio interface is not supported yet; use pci or mmio"
+    )]
+    Legacy(String),
+    #[error("unknown --virtio-transport '{0}' (pci, mmio)")]
+    UnknownTransport(String),
+    #[error("--virtio-transport mmio is only available on arm64 and riscv64 (device-tree platforms); use pci")]
+    MmioNotHere,
+}
+
+impl Transport {
+    pub fn parse(s: &str, arch: &str) -> Result<Self, ConfigError> {
+        match s {
+            "pci" => Ok(Transport::Pci),
+            "mmio" if matches!(arch, "aarch64" | "riscv64") => Ok(Transport::Mmio),
+            "mmio" => Err(ConfigError::MmioNotHere),
+            "pci-legacy" | "mmio-legacy" => Err(ConfigError::Legacy(s.to_string())),
+            _ => Err(ConfigError::UnknownTransport(s.to_string())),
+        }
+    }
+}
+
+/// The virtio devices a VM gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VirtioConfig {
+    pub transport: Transport,
+    pub rng: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] common::Error),
+    #[error(transparent)]
+    Pci(#[from] pci::Error),
+    #[error(transparent)]
+    PciBus(#[from] crate::hw::pci::Error),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::Error),
+    #[error("too many virtio devices for the {0} window")]
+    NoRoom(&'static str),
+}
+
+/// Builds the configured devices, in kvmtool's order.
+pub fn build_devices(cfg: &VirtioConfig) -> Vec<Box<dyn VirtioDevice>> {
+    let mut devs: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    if cfg.rng {
+        devs.push(Box::new(super::rng::Rng::new()));
+    }
+    devs
+}
+
+/// Puts `dev` behind a virtio-mmio window at `base`, interrupting on
+/// `line`, and describes it for the device tree.
+pub fn place_mmio(
+    p: &mut Platform,
+    dev: Box<dyn VirtioDevice>,
+    base: u64,
+    line: IrqLine,
+) -> Result<(), Error> {
+    let state = VirtioState::new(dev, p.mem.clone())?;
+    let name = state.name();
+    for q in 0..state.num_queues() {
+        if let Some(kick) = state.kick(q) {
+            // Without it the notify write still reaches the transport.
+            if let Err(e) =
+                p.vm.register(kick, IoAddr::Mmio(base + mmio::NOTIFY), Some(u32::from(q)))
+            {
+                log::warn!("{name}: {e}");
+            }
+        }
+    }
+    let irq = line.line();
+    let t = MmioTransport::new(state, line);
+    p.mmio
+        .insert(name, base, mmio::WINDOW, Arc::new(Mutex::new(t)))?;
+    p.fdt_nodes.push(DeviceNode {
+        name: "virtio",
+        compatible: vec!["virtio,mmio"],
+        reg_base: base,
+        reg_size: mmio::WINDOW,
+        irq: Some(irq),
+        trigger: Trigger::Level,
+        u32_props: Vec::new(),
+    });
+    Ok(())
+}
+
+/// What the device tree or firmware tables say about the PCI host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PciHostInfo {
+    pub mem_base: u64,
+    pub mem_size: u64,
+    /// Each occupied slot's INTA# as the platform's interrupt number.
+    pub intx: Vec<(u8, u32)>,
+    /// Whether the functions offer MSI-X.
+    pub msi: bool,
+}
+
+/// Collects PCI functions, then places their BARs and maps the window.
+pub struct PciHostBuilder {
+    root: PciRoot,
+    info: PciHostInfo,
+}
+
+impl PciHostBuilder {
+    pub fn new(mem_base: u64, mem_size: u64) -> Self {
+        PciHostBuilder {
+            root: PciRoot::new(),
+            info: PciHostInfo {
+                mem_base,
+                mem_size,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The slot the next device will get.
+    pub fn next_slot(&self) -> Option<u8> {
+        self.root.next_slot().map(|s| s as u8)
+    }
+
+    /// Adds a virtio device as a function in the next slot. `intx` is its
+    /// INTA# (`line_register` what the interrupt line register reads);
+    /// `msi` is where its MSI-X vectors go, if the platform has MSIs.
+    pub fn add_virtio(
+        &mut self,
+        p: &Platform,
+        dev: Box<dyn VirtioDevice>,
+        intx: IrqLine,
+        line_register: u8,
+        msi: Option<Arc<dyn MsiSink>>,
+    ) -> Result<(), Error> {
+        let slot = self.next_slot().ok_or(Error::NoRoom("PCI"))?;
+        let irq = intx.line();
+        let state = VirtioState::new(dev, p.mem.clone())?;
+        let io: Arc<dyn IoEvents> = p.vm.clone();
+        self.info.msi |= msi.is_some();
+        let f = VirtioPci::new(
+            state,
+            intx,
+            line_register,
+            msi,
+            u32::from(slot) << 3,
+            Some(io),
+        )?;
+        self.root.add(Arc::new(Mutex::new(f)))?;
+        self.info.intx.push((slot, irq));
+        Ok(())
+    }
+
+    /// Assigns every BAR inside the memory window, maps the window on the
+    /// MMIO bus (if any function has BARs), and returns the bus for the
+    /// configuration mechanism.
+    pub fn finish(self, p: &mut Platform) -> Result<(Arc<PciRoot>, PciHostInfo), Error> {
+        let PciHostBuilder { root, info } = self;
+        root.assign_bars(info.mem_base, info.mem_size)?;
+        let root = Arc::new(root);
+        if info.intx.is_empty() {
+            return Ok((root, info));
+        }
+        p.mmio.insert(
+            "pci-mem",
+            info.mem_base,
+            info.mem_size,
+            Arc::new(Mutex::new(PciMmioWindow {
+                root: root.clone(),
+                base: info.mem_base,
+            })),
+        )?;
+        Ok((root, info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_parse_per_architecture() {
+        assert_eq!(Transport::parse("pci", "x86_64"), Ok(Transport::Pci));
+        assert_eq!(Transport::parse("mmio", "aarch64"), Ok(Transport::Mmio));
+        assert_eq!(Transport::parse("mmio", "riscv64"), Ok(Transport::Mmio));
+        assert_eq!(
+            Transport::parse("mmio", "x86_64"),
+            Err(ConfigError::MmioNotHere)
+        );
+        assert_eq!(
+            Transport::parse("mmio", "powerpc64"),
+            Err(ConfigError::MmioNotHere)
+        );
+        assert_eq!(
+            Transport::parse("pci-legacy", "x86_64"),
+            Err(ConfigError::Legacy("pci-legacy".into()))
+        );
+        assert_eq!(
+            Transport::parse("virtio", "x86_64"),
+            Err(ConfigError::UnknownTransport("virtio".into()))
+        );
+    }
+}

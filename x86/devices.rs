@@ -1,0 +1,57 @@
+//! Where x86 puts virtio devices: functions on the PCI root bus (reached
+//! through ports 0xcf8/0xcfc), BARs in the 32-bit hole below the IOAPIC,
+//! INTA# on IOAPIC pins 16-23 (described in the MP table), and MSI-X into
+//! the in-kernel LAPICs.
+
+use std::sync::Arc;
+
+use super::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
+use super::mptable::PciIrq;
+use crate::arch::Platform;
+use crate::hw::pci::PciRoot;
+use crate::irq::{IrqChip, IrqLine, MsiSink, Trigger};
+use crate::virtio::setup::{self, PciHostBuilder, Transport};
+
+pub const PCI_MEM_BASE: u64 = MMIO_HOLE_START;
+pub const PCI_MEM_SIZE: u64 = 0xfe00_0000 - PCI_MEM_BASE;
+/// The IOAPIC pins above the ISA ones, one per PCI slot (no sharing: two
+/// devices holding one KVM line would lower it for each other).
+const FIRST_PCI_PIN: u32 = 16;
+const PCI_PINS: u32 = 8;
+
+const _: () = assert!(PCI_MEM_BASE + PCI_MEM_SIZE <= IOAPIC_ADDR as u64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Virtio(#[from] setup::Error),
+    #[error("too many PCI devices: x86 wires at most {PCI_PINS} to the IOAPIC")]
+    NoPins,
+}
+
+/// Places `p.virtio` on the PCI root bus and returns the bus and the MP
+/// table's interrupt entries. (`--virtio-transport mmio` is refused for
+/// x86 when the configuration is parsed.)
+pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Error> {
+    debug_assert_eq!(p.transport, Transport::Pci);
+    let chip: Arc<dyn IrqChip> = p.vm.clone();
+    let msi: Arc<dyn MsiSink> = p.vm.clone();
+    let mut host = PciHostBuilder::new(PCI_MEM_BASE, PCI_MEM_SIZE);
+    let mut irqs = Vec::new();
+    for (i, dev) in std::mem::take(&mut p.virtio).into_iter().enumerate() {
+        let i = i as u32;
+        if i >= PCI_PINS {
+            return Err(Error::NoPins);
+        }
+        let slot = host.next_slot().ok_or(setup::Error::NoRoom("PCI"))?;
+        let pin = FIRST_PCI_PIN + i;
+        let line = IrqLine::new(chip.clone(), pin, Trigger::Level);
+        host.add_virtio(p, dev, line, pin as u8, Some(msi.clone()))?;
+        irqs.push(PciIrq {
+            slot,
+            pin: pin as u8,
+        });
+    }
+    let (root, _) = host.finish(p)?;
+    Ok((root, irqs))
+}
