@@ -13,6 +13,7 @@
 pub mod blk;
 pub mod chain;
 pub mod common;
+pub mod console;
 pub mod device;
 pub mod mmio;
 pub mod rng;
