@@ -10,8 +10,10 @@
 //! their own thread ([`worker`]); a kick is an eventfd KVM signals directly
 //! (ioeventfd), so a guest notification costs no trip through userspace.
 
+pub mod blk;
 pub mod chain;
 pub mod common;
+pub mod console;
 pub mod device;
 pub mod mmio;
 pub mod msix;
