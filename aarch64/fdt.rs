@@ -5,12 +5,12 @@
 use vm_fdt::FdtWriter;
 
 use super::gic::{
-    GicLayout, GIC_PPI, GIC_SPI, IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, PHANDLE_GIC,
+    GicKind, GicLayout, GIC_PPI, GIC_SPI, IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, PHANDLE_GIC,
     PHANDLE_MSI,
 };
 use super::layout::PCI_ECAM_BASE;
 use super::regs::MPIDR_HWID_MASK;
-use crate::fdt::{DeviceNode, PciHostNode};
+use crate::fdt::{DeviceNode, MsiParent, PciHostNode};
 use crate::hw::pci::ecam;
 use crate::irq::Trigger;
 use crate::virtio::setup::PciHostInfo;
@@ -158,7 +158,11 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
             parent: PHANDLE_GIC,
             parent_address_cells: 2,
             irq_spec: &spec,
-            msi_parent: info.msi.then_some(PHANDLE_MSI),
+            msi: match (info.msi, inp.gic.kind) {
+                (false, _) => None,
+                (true, GicKind::V3Its) => Some(MsiParent::ById(PHANDLE_MSI)),
+                (true, _) => Some(MsiParent::Plain(PHANDLE_MSI)),
+            },
         }
         .write(&mut fdt)?;
     }
@@ -169,7 +173,6 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gic::GicKind;
     use super::super::layout::{
         PCI_MEM_BASE, PCI_MEM_SIZE, RAM_BASE, UART_BASE, UART_LEN, VIRTIO_MMIO_BASE,
     };

@@ -319,6 +319,14 @@ pub struct RunArgs {
     pub params: Option<String>,
 
     // --- Device options ---
+    /// Add a virtio-blk disk: a raw image FILE, ",ro" for read-only (repeatable)
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "FILE[,ro]",
+        help_heading = "Device options"
+    )]
+    pub disk: Vec<String>,
     /// Add a virtio-rng device fed from the host's getrandom(2)
     #[arg(long, help_heading = "Device options")]
     pub rng: bool,
@@ -339,8 +347,6 @@ pub struct RunArgs {
     pub debug_mmio: bool,
 
     // --- kvmtool options lkvm does not implement yet ---
-    #[arg(short = 'd', long, hide = true)]
-    pub disk: Vec<String>,
     #[arg(long, hide = true)]
     pub balloon: bool,
     #[arg(long, hide = true)]
@@ -383,7 +389,6 @@ impl RunArgs {
     /// The first kvmtool option given that lkvm does not implement yet.
     pub fn unsupported_option(&self) -> Option<&'static str> {
         let given = [
-            (!self.disk.is_empty(), "--disk"),
             (self.balloon, "--balloon"),
             (self.vnc, "--vnc"),
             (self.gtk, "--gtk"),
@@ -441,8 +446,7 @@ mod tests {
     #[test]
     fn unimplemented_kvmtool_options_are_recognised_not_ignored() {
         for (args, name) in [
-            (&["run", "-d", "disk.img"][..], "--disk"),
-            (&["run", "--9p", "/tmp,tag"], "--9p"),
+            (&["run", "--9p", "/tmp,tag"][..], "--9p"),
             (&["run", "-n", "mode=tap"], "--network"),
             (&["run", "--vidmode", "0x312"], "--vidmode"),
         ] {

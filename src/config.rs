@@ -18,8 +18,6 @@ pub enum Error {
     NoKernel,
     #[error("option {0} is not supported yet")]
     NotSupportedYet(&'static str),
-    #[error("--console {0} is not supported yet")]
-    ConsoleNotSupportedYet(&'static str),
     #[error("--console hv is only available on PowerPC")]
     ConsoleHvNotHere,
     #[error("--console serial: sPAPR guests have no 8250 UART; use --console hv")]
@@ -140,7 +138,7 @@ impl VmConfig {
         let console = match (args.console, powerpc) {
             (None, false) | (Some(ConsoleKind::Serial), false) => ConsoleKind::Serial,
             (None, true) | (Some(ConsoleKind::Hv), true) => ConsoleKind::Hv,
-            (Some(ConsoleKind::Virtio), _) => return Err(Error::ConsoleNotSupportedYet("virtio")),
+            (Some(ConsoleKind::Virtio), _) => ConsoleKind::Virtio,
             (Some(ConsoleKind::Hv), false) => return Err(Error::ConsoleHvNotHere),
             (Some(ConsoleKind::Serial), true) => return Err(Error::ConsoleSerialNotHere),
         };
@@ -159,13 +157,7 @@ impl VmConfig {
         if !valid_name(&name) {
             return Err(Error::BadName);
         }
-        let virtio = crate::virtio::setup::VirtioConfig {
-            transport: match &args.virtio_transport {
-                Some(t) => crate::virtio::setup::Transport::parse(t, arch)?,
-                None => Default::default(),
-            },
-            rng: args.rng,
-        };
+        let virtio = crate::virtio::setup::VirtioConfig::from_args(args, arch, console)?;
         Ok(VmConfig {
             name,
             cpus,
@@ -185,11 +177,20 @@ impl VmConfig {
     }
 
     /// The kernel command line: architecture defaults (unless
-    /// `--nodefaults`) followed by the user's parameters.
+    /// `--nodefaults`), with the console the user chose, followed by the
+    /// user's parameters.
     pub fn cmdline(&self, arch_defaults: &str) -> String {
+        let defaults = match self.console {
+            // virtio-console is hvc0, or hvc1 next to PowerPC's hvterm.
+            ConsoleKind::Virtio if arch_defaults.contains("console=hvc0") => {
+                arch_defaults.replace("console=hvc0", "console=hvc1")
+            }
+            ConsoleKind::Virtio => arch_defaults.replace("console=ttyS0", "console=hvc0"),
+            _ => arch_defaults.to_string(),
+        };
         let mut parts = Vec::new();
-        if !self.nodefaults && !arch_defaults.is_empty() {
-            parts.push(arch_defaults);
+        if !self.nodefaults && !defaults.is_empty() {
+            parts.push(defaults.as_str());
         }
         if !self.params.is_empty() {
             parts.push(self.params.as_str());
@@ -283,12 +284,14 @@ mod tests {
             Error::ConsoleHvNotHere
         );
         assert_eq!(
-            err(&["-k", "k", "--console", "virtio"]),
-            Error::ConsoleNotSupportedYet("virtio")
+            err(&["-k", "k", "-d", "x.img,direct"]),
+            Error::Virtio(crate::virtio::setup::ConfigError::Disk(
+                "--disk 'x.img,direct': 'direct' (O_DIRECT) is not supported yet; drop it".into()
+            ))
         );
         assert_eq!(
-            err(&["-k", "k", "-d", "x.img"]),
-            Error::NotSupportedYet("--disk")
+            err(&["-k", "k", "--9p", "/tmp"]),
+            Error::NotSupportedYet("--9p")
         );
         assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
         let on = |a: &[&str], arch| VmConfig::from_args_on(&run_args(a), host(1), arch);

@@ -51,7 +51,17 @@ pub struct PciHostNode<'a> {
     pub parent_address_cells: u32,
     /// The controller's specifier for a platform interrupt number.
     pub irq_spec: &'a dyn Fn(u32) -> Vec<u32>,
-    pub msi_parent: Option<u32>,
+    pub msi: Option<MsiParent>,
+}
+
+/// How a PCI host's functions reach their MSI controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsiParent {
+    /// A controller that needs no sender id (`msi-parent`).
+    Plain(u32),
+    /// A controller that identifies senders (GICv3 ITS): requester id
+    /// maps one to one onto its device id (`msi-map`).
+    ById(u32),
 }
 
 /// PCI address space code of 32-bit non-prefetchable memory in `ranges`.
@@ -83,8 +93,10 @@ impl PciHostNode<'_> {
         }
         fdt.property_array_u32("interrupt-map", &map)?;
         fdt.property_null("dma-coherent")?;
-        if let Some(msi) = self.msi_parent {
-            fdt.property_u32("msi-parent", msi)?;
+        match self.msi {
+            Some(MsiParent::Plain(p)) => fdt.property_u32("msi-parent", p)?,
+            Some(MsiParent::ById(p)) => fdt.property_array_u32("msi-map", &[0, p, 0, 0x1_0000])?,
+            None => {}
         }
         fdt.end_node(node)
     }

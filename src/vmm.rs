@@ -44,6 +44,10 @@ pub enum Error {
     Control(#[source] nix::Error),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] io::Error),
+    #[error(transparent)]
+    Virtio(#[from] crate::virtio::setup::Error),
+    #[error("{0}: virtio devices are not supported on this architecture yet")]
+    VirtioNotPlaced(&'static str),
 }
 
 fn arch_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
@@ -147,9 +151,16 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
     let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
     let mut platform = Platform::new(ctl.clone(), vm.clone(), ram.memory().clone());
-    platform.virtio = crate::virtio::setup::build_devices(&cfg.virtio);
+    let virtio = crate::virtio::setup::build_devices(&cfg.virtio)?;
+    platform.virtio = virtio.devices;
     platform.transport = cfg.virtio.transport;
-    let console = arch.setup_devices(&mut platform).map_err(arch_err)?;
+    let mut console = arch.setup_devices(&mut platform).map_err(arch_err)?;
+    if let Some(d) = platform.virtio.first() {
+        return Err(Error::VirtioNotPlaced(d.name()));
+    }
+    if let Some(input) = virtio.console {
+        console = Arc::new(input);
+    }
     phases.mark("irqchip and devices");
 
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);

@@ -40,6 +40,7 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
         return;
     }
     let dir = scratch();
+    let dir_str = dir.to_str().unwrap();
     let good = guest("hello");
     let good = good.to_str().unwrap();
     let empty = dir.join("empty");
@@ -188,9 +189,39 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
         ),
         case(
             "kvmtool option not implemented yet",
-            &["-k", good, "--disk", "x.img"],
+            &["-k", good, "--vfio-pci", "00:01.0"],
             1,
-            "option --disk is not supported yet",
+            "option --vfio-pci is not supported yet",
+        ),
+        case(
+            "missing disk image",
+            &["-k", good, "-d", "/nonexistent/x.img"],
+            1,
+            "disk image /nonexistent/x.img: no such file",
+        ),
+        case(
+            "directory as a disk",
+            &["-k", good, "-d", dir_str],
+            1,
+            "is a directory; booting a directory as a rootfs",
+        ),
+        case(
+            "unknown disk option",
+            &["-k", good, "-d", "x.img,bogus"],
+            1,
+            "unknown option 'bogus'",
+        ),
+        case(
+            "legacy virtio transport",
+            &["-k", good, "--virtio-transport", "pci-legacy"],
+            1,
+            "the legacy virtio interface is not supported yet",
+        ),
+        case(
+            "virtio-mmio on x86",
+            &["-k", good, "--virtio-transport", "mmio"],
+            1,
+            "--virtio-transport mmio is only available on arm64 and riscv64",
         ),
         case(
             "bad --name",

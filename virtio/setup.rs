@@ -5,15 +5,19 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::blk::{Block, DiskSpec};
 use super::common::{self, VirtioState};
+use super::console::{Console, ConsoleInput};
 use super::device::{IoEvents, VirtioDevice};
 use super::mmio::{self, MmioTransport};
 use super::pci::{self, VirtioPci};
 use crate::arch::Platform;
+use crate::cli::{ConsoleKind, RunArgs};
 use crate::fdt::DeviceNode;
 use crate::hw::pci::{PciMmioWindow, PciRoot};
 use crate::irq::{IrqLine, MsiSink, Trigger};
 use crate::kvm::IoAddr;
+use crate::term::ConsoleOut;
 
 /// `--virtio-transport`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub enum ConfigError {
     UnknownTransport(String),
     #[error("--virtio-transport mmio is only available on arm64 and riscv64 (device-tree platforms); use pci")]
     MmioNotHere,
+    #[error("{0}")]
+    Disk(String),
 }
 
 impl Transport {
@@ -52,10 +58,37 @@ impl Transport {
 pub struct VirtioConfig {
     pub transport: Transport,
     pub rng: bool,
+    pub disks: Vec<DiskSpec>,
+    /// `--console virtio`: the guest's console is a virtio-console.
+    pub console: bool,
+}
+
+impl VirtioConfig {
+    pub fn from_args(
+        args: &RunArgs,
+        arch: &str,
+        console: ConsoleKind,
+    ) -> Result<Self, ConfigError> {
+        Ok(VirtioConfig {
+            transport: match &args.virtio_transport {
+                Some(t) => Transport::parse(t, arch)?,
+                None => Transport::default(),
+            },
+            rng: args.rng,
+            disks: args
+                .disk
+                .iter()
+                .map(|d| DiskSpec::parse(d).map_err(|e| ConfigError::Disk(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            console: console == ConsoleKind::Virtio,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Disk(#[from] super::blk::Error),
     #[error(transparent)]
     State(#[from] common::Error),
     #[error(transparent)]
@@ -68,13 +101,29 @@ pub enum Error {
     NoRoom(&'static str),
 }
 
-/// Builds the configured devices, in kvmtool's order.
-pub fn build_devices(cfg: &VirtioConfig) -> Vec<Box<dyn VirtioDevice>> {
-    let mut devs: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    if cfg.rng {
-        devs.push(Box::new(super::rng::Rng::new()));
+/// The configured devices, and the console's input side when the guest's
+/// console is a virtio-console.
+pub struct Devices {
+    pub devices: Vec<Box<dyn VirtioDevice>>,
+    pub console: Option<ConsoleInput>,
+}
+
+/// Builds (and opens the files of) the configured devices.
+pub fn build_devices(cfg: &VirtioConfig) -> Result<Devices, Error> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut console = None;
+    if cfg.console {
+        let (dev, input) = Console::new(Box::new(ConsoleOut));
+        devices.push(Box::new(dev));
+        console = Some(input);
     }
-    devs
+    for (i, spec) in cfg.disks.iter().enumerate() {
+        devices.push(Box::new(Block::open(spec, i)?));
+    }
+    if cfg.rng {
+        devices.push(Box::new(super::rng::Rng::new()));
+    }
+    Ok(Devices { devices, console })
 }
 
 /// Puts `dev` behind a virtio-mmio window at `base`, interrupting on
