@@ -3,28 +3,16 @@
 //! SPI of its own; MSI-X goes to the ITS (with the requester id as device
 //! id) or through the GICv2m frame, and is not offered on a plain GIC.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::gic::{GicKind, GicLayout, SpiSink, V2M_FIRST_SPI, V2M_MSI_SETSPI_NS, V2M_NUM_SPIS};
 use super::layout::{
     PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
 };
 use crate::arch::Platform;
-use crate::hw::pci::ecam::{PciEcam, BUS_SIZE};
-use crate::irq::{self, IrqChip, IrqLine, MsiSink, Trigger};
+use crate::irq::{self, IrqChip, MsiSink};
 use crate::kvm::{MsiMessage, Vm};
-use crate::virtio::mmio;
-use crate::virtio::setup::{self, PciHostBuilder, PciHostInfo, Transport};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Virtio(#[from] setup::Error),
-    #[error(transparent)]
-    Bus(#[from] crate::bus::Error),
-    #[error("too many devices: arm64 device interrupts end below SPI INTID {V2M_FIRST_SPI}")]
-    NoSpis,
-}
+use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
 
 /// MSIs into a GICv3 ITS, which identifies the sender by its requester id.
 pub struct ItsMsi(pub Arc<Vm>);
@@ -60,57 +48,33 @@ impl MsiSink for V2mMsi {
 }
 
 /// Places `p.virtio` on the configured transport; SPIs are handed out from
-/// `next_spi`. Returns the PCI host for the device tree, if there is one.
+/// `next_spi` up to the first one the GICv2m frame owns. Returns the PCI
+/// host for the device tree, if there is one.
 pub fn place_virtio(
     p: &mut Platform,
     gic: &GicLayout,
     chip: Arc<dyn IrqChip>,
     spis: Arc<dyn SpiSink>,
     mut next_spi: u32,
-) -> Result<Option<PciHostInfo>, Error> {
-    let devices = std::mem::take(&mut p.virtio);
-    if devices.is_empty() {
-        return Ok(None);
-    }
-    let mut take_spi = || {
+) -> Result<Option<PciHostInfo>, setup::Error> {
+    let msi: Option<Arc<dyn MsiSink>> = match (gic.kind, gic.v2m) {
+        (GicKind::V3Its, _) => Some(Arc::new(ItsMsi(p.vm.clone()))),
+        (GicKind::V2m, Some((frame, _))) => Some(Arc::new(V2mMsi { frame, spis })),
+        _ => None,
+    };
+    let layout = FdtPlatformLayout {
+        mmio_base: VIRTIO_MMIO_BASE,
+        mmio_size: VIRTIO_MMIO_SIZE,
+        ecam_base: PCI_ECAM_BASE,
+        pci_mem_base: PCI_MEM_BASE,
+        pci_mem_size: PCI_MEM_SIZE,
+    };
+    let irqs = || {
         let spi = next_spi;
         next_spi += 1;
-        (spi < V2M_FIRST_SPI).then_some(spi).ok_or(Error::NoSpis)
+        (spi < V2M_FIRST_SPI).then_some(spi)
     };
-    match p.transport {
-        Transport::Mmio => {
-            for (i, dev) in devices.into_iter().enumerate() {
-                let base = VIRTIO_MMIO_BASE + i as u64 * mmio::WINDOW;
-                if base + mmio::WINDOW > VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE {
-                    return Err(setup::Error::NoRoom("virtio-mmio").into());
-                }
-                let line = IrqLine::new(chip.clone(), take_spi()?, Trigger::Level);
-                setup::place_mmio(p, dev, base, line)?;
-            }
-            Ok(None)
-        }
-        Transport::Pci => {
-            let msi: Option<Arc<dyn MsiSink>> = match (gic.kind, gic.v2m) {
-                (GicKind::V3Its, _) => Some(Arc::new(ItsMsi(p.vm.clone()))),
-                (GicKind::V2m, Some((frame, _))) => Some(Arc::new(V2mMsi { frame, spis })),
-                _ => None,
-            };
-            let mut host = PciHostBuilder::new(PCI_MEM_BASE, PCI_MEM_SIZE);
-            for dev in devices {
-                let spi = take_spi()?;
-                let line = IrqLine::new(chip.clone(), spi, Trigger::Level);
-                host.add_virtio(p, dev, line, spi as u8, msi.clone())?;
-            }
-            let (root, info) = host.finish(p)?;
-            p.mmio.insert(
-                "pci-ecam",
-                PCI_ECAM_BASE,
-                BUS_SIZE,
-                Arc::new(Mutex::new(PciEcam(root))),
-            )?;
-            Ok(Some(info))
-        }
-    }
+    setup::place_on_fdt_platform(p, &layout, chip, irqs, msi)
 }
 
 #[cfg(test)]

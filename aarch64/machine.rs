@@ -77,7 +77,7 @@ pub enum Error {
     #[error("cannot place a device: {0}")]
     Bus(#[from] bus::Error),
     #[error(transparent)]
-    Devices(#[from] devices::Error),
+    Devices(#[from] crate::virtio::setup::Error),
     #[error("guest RAM up to {end:#x} needs {bits}-bit guest physical addresses; this host's KVM allows {max}")]
     IpaTooSmall { end: u64, bits: u32, max: i32 },
     #[error("--pmu: this host's KVM has no PMUv3 for guests")]

@@ -5,10 +5,14 @@
 
 use vm_fdt::FdtWriter;
 
-use super::irqchip::{self, phandle_cpu_intc, IrqchipKind, PHANDLE_IRQCHIP};
+use super::irqchip::{self, phandle_cpu_intc, IrqchipKind, PHANDLE_IMSIC, PHANDLE_IRQCHIP};
 use super::isa::HartIsa;
+use super::layout::PCI_ECAM_BASE;
 use crate::fdt::DeviceNode;
+use crate::fdt::{MsiParent, PciHostNode};
+use crate::hw::pci::ecam;
 use crate::irq::Trigger;
+use crate::virtio::setup::PciHostInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,6 +42,7 @@ pub struct FdtInputs<'a> {
     pub irqchip: IrqchipKind,
     pub devices: &'a [DeviceNode],
     pub stdout: Option<&'a DeviceNode>,
+    pub pci: Option<&'a PciHostInfo>,
 }
 
 /// The APLIC's interrupt specifier `type` cell.
@@ -130,6 +135,23 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
         }
         fdt.end_node(node)?;
     }
+    if let Some(info) = inp.pci {
+        let spec = |irq: u32| match inp.irqchip {
+            IrqchipKind::Plic => vec![irq],
+            IrqchipKind::Aia => vec![irq, IRQ_TYPE_LEVEL_HIGH],
+        };
+        PciHostNode {
+            ecam_base: PCI_ECAM_BASE,
+            ecam_size: ecam::BUS_SIZE,
+            info,
+            parent: PHANDLE_IRQCHIP,
+            parent_address_cells: 0,
+            irq_spec: &spec,
+            msi: (info.msi && inp.irqchip == IrqchipKind::Aia)
+                .then_some(MsiParent::Plain(PHANDLE_IMSIC)),
+        }
+        .write(&mut fdt)?;
+    }
     fdt.end_node(soc)?;
 
     fdt.end_node(root)?;
@@ -157,7 +179,20 @@ mod tests {
     }
 
     fn blob(harts: u32, irqchip: IrqchipKind, cpu: &CpuInfo, initrd: bool) -> Vec<u8> {
+        blob_with(harts, irqchip, cpu, initrd, vec![], None)
+    }
+
+    fn blob_with(
+        harts: u32,
+        irqchip: IrqchipKind,
+        cpu: &CpuInfo,
+        initrd: bool,
+        virtio: Vec<DeviceNode>,
+        pci: Option<PciHostInfo>,
+    ) -> Vec<u8> {
         let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, UART_IRQ);
+        let mut devices = vec![uart.clone()];
+        devices.extend(virtio);
         build(&FdtInputs {
             harts,
             cpu,
@@ -166,10 +201,56 @@ mod tests {
             cmdline: "console=ttyS0 earlycon lkvm.token=golden",
             initrd: initrd.then_some((0x8f00_0000, 0x12_3456)),
             irqchip,
-            devices: std::slice::from_ref(&uart),
+            devices: &devices,
             stdout: Some(&uart),
+            pci: pci.as_ref(),
         })
         .unwrap()
+    }
+
+    fn pci(msi: bool) -> Option<PciHostInfo> {
+        Some(PciHostInfo {
+            mem_base: super::super::layout::PCI_MEM_BASE,
+            mem_size: super::super::layout::PCI_MEM_SIZE,
+            intx: vec![(1, 2), (2, 3)],
+            msi,
+        })
+    }
+
+    #[test]
+    fn golden_2hart_plic_virtio_pci() {
+        let c = cpu(FULL.to_vec());
+        assert_golden(
+            "riscv64/2hart-plic-virtio-pci",
+            &blob_with(2, IrqchipKind::Plic, &c, false, vec![], pci(false)),
+        );
+    }
+
+    #[test]
+    fn golden_2hart_aia_virtio_pci_msi() {
+        let c = cpu(FULL.to_vec());
+        assert_golden(
+            "riscv64/2hart-aia-virtio-pci",
+            &blob_with(2, IrqchipKind::Aia, &c, false, vec![], pci(true)),
+        );
+    }
+
+    #[test]
+    fn golden_1hart_aia_virtio_mmio() {
+        let c = cpu(FULL.to_vec());
+        let dev = DeviceNode {
+            name: "virtio",
+            compatible: vec!["virtio,mmio"],
+            reg_base: super::super::layout::VIRTIO_MMIO_BASE,
+            reg_size: 0x200,
+            irq: Some(2),
+            trigger: Trigger::Level,
+            u32_props: vec![],
+        };
+        assert_golden(
+            "riscv64/1hart-aia-virtio-mmio",
+            &blob_with(1, IrqchipKind::Aia, &c, false, vec![dev], None),
+        );
     }
 
     const FULL: &[&str] = &[

@@ -110,6 +110,8 @@ pub fn write_fdt(fdt: &mut FdtWriter, kind: IrqchipKind, harts: u32) -> Result<(
             fdt.property_string("compatible", "riscv,aplic")?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 2)?;
+            // Needed by PCI interrupt-map entries that point here.
+            fdt.property_u32("#address-cells", 0)?;
             fdt.property_u32("msi-parent", PHANDLE_IMSIC)?;
             fdt.property_array_u64("reg", &[APLIC_BASE, APLIC_SIZE])?;
             fdt.property_u32("riscv,num-sources", NR_SOURCES)?;

@@ -4,7 +4,10 @@
 //! 0x0c00_0000  PLIC (64 MiB window), when the PLIC is the interrupt controller
 //! 0x0d00_0000  APLIC (16 KiB), with in-kernel AIA
 //! 0x1000_0000  UART (ns16550a, 8 byte registers)
+//! 0x1001_0000  virtio-mmio windows, 0x200 bytes each
 //! 0x2800_0000  IMSIC interrupt files, one 4 KiB page per hart (AIA)
+//! 0x3000_0000  PCI ECAM (bus 0)
+//! 0x4000_0000  PCI memory window (32-bit BARs)
 //! 0x8000_0000  RAM; the kernel at RAM + 2 MiB
 //! ```
 
@@ -15,7 +18,12 @@ pub const APLIC_BASE: u64 = 0x0d00_0000;
 pub const APLIC_SIZE: u64 = 0x4000;
 pub const UART_BASE: u64 = 0x1000_0000;
 pub const UART_LEN: u64 = 8;
+pub const VIRTIO_MMIO_BASE: u64 = 0x1001_0000;
+pub const VIRTIO_MMIO_SIZE: u64 = 0x8000;
 pub const IMSIC_BASE: u64 = 0x2800_0000;
+pub const PCI_ECAM_BASE: u64 = 0x3000_0000;
+pub const PCI_MEM_BASE: u64 = 0x4000_0000;
+pub const PCI_MEM_SIZE: u64 = RAM_BASE - PCI_MEM_BASE;
 /// One S-level interrupt file per hart (no guest files).
 pub const IMSIC_PER_HART: u64 = 0x1000;
 pub const RAM_BASE: u64 = 0x8000_0000;

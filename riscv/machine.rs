@@ -63,6 +63,8 @@ pub enum Error {
     #[error(transparent)]
     Irqchip(#[from] irqchip::Error),
     #[error(transparent)]
+    Devices(#[from] crate::virtio::setup::Error),
+    #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
     Place(#[from] place::Error),
@@ -118,6 +120,7 @@ pub struct Riscv64 {
     custom_ids: [(u64, Option<u64>, &'static str); 3],
     cpu_info: Option<CpuInfo>,
     dump_dtb: Option<PathBuf>,
+    pci: Option<crate::virtio::setup::PciHostInfo>,
 }
 
 impl std::fmt::Debug for Riscv64 {
@@ -390,6 +393,7 @@ impl Arch for Riscv64 {
             ],
             cpu_info: None,
             dump_dtb: a.dump_dtb.clone(),
+            pci: None,
         })
     }
 
@@ -467,7 +471,7 @@ impl Arch for Riscv64 {
             }
         };
         let serial = Arc::new(Mutex::new(Serial8250::new(
-            IrqLine::new(chip, UART_IRQ, Trigger::Edge),
+            IrqLine::new(chip.clone(), UART_IRQ, Trigger::Edge),
             Box::new(ConsoleOut),
         )));
         p.mmio
@@ -480,6 +484,7 @@ impl Arch for Riscv64 {
             },
             mem: p.mem.clone(),
         });
+        self.pci = super::devices::place_virtio(p, self.kind, chip)?;
         Ok(Arc::new(SerialConsole(serial)))
     }
 
@@ -578,6 +583,7 @@ impl Arch for Riscv64 {
             irqchip: self.kind,
             devices: fdt_nodes,
             stdout: fdt_nodes.first(),
+            pci: self.pci.as_ref(),
         })?;
         if let Some(path) = &self.dump_dtb {
             std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {

@@ -99,6 +99,8 @@ pub enum Error {
     Bus(#[from] crate::bus::Error),
     #[error("too many virtio devices for the {0} window")]
     NoRoom(&'static str),
+    #[error("too many devices: the interrupt controller has no line left")]
+    NoIrq,
 }
 
 /// The configured devices, and the console's input side when the guest's
@@ -160,6 +162,66 @@ pub fn place_mmio(
         u32_props: Vec::new(),
     });
     Ok(())
+}
+
+/// Where a device-tree platform (arm64, RISC-V) puts virtio devices.
+#[derive(Clone, Copy, Debug)]
+pub struct FdtPlatformLayout {
+    pub mmio_base: u64,
+    pub mmio_size: u64,
+    pub ecam_base: u64,
+    pub pci_mem_base: u64,
+    pub pci_mem_size: u64,
+}
+
+/// Places `p.virtio` on a device-tree platform: virtio-mmio windows, or
+/// functions behind an ECAM host bridge. Each device gets a level line
+/// from `irqs` (`None` when the platform has no more); `msi` is where
+/// MSI-X goes, if anywhere. Returns the PCI host for the device tree.
+pub fn place_on_fdt_platform(
+    p: &mut Platform,
+    layout: &FdtPlatformLayout,
+    chip: Arc<dyn crate::irq::IrqChip>,
+    mut irqs: impl FnMut() -> Option<u32>,
+    msi: Option<Arc<dyn MsiSink>>,
+) -> Result<Option<PciHostInfo>, Error> {
+    let devices = std::mem::take(&mut p.virtio);
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let mut line = || {
+        irqs()
+            .map(|irq| IrqLine::new(chip.clone(), irq, Trigger::Level))
+            .ok_or(Error::NoIrq)
+    };
+    match p.transport {
+        Transport::Mmio => {
+            for (i, dev) in devices.into_iter().enumerate() {
+                let base = layout.mmio_base + i as u64 * mmio::WINDOW;
+                if base + mmio::WINDOW > layout.mmio_base + layout.mmio_size {
+                    return Err(Error::NoRoom("virtio-mmio"));
+                }
+                place_mmio(p, dev, base, line()?)?;
+            }
+            Ok(None)
+        }
+        Transport::Pci => {
+            let mut host = PciHostBuilder::new(layout.pci_mem_base, layout.pci_mem_size);
+            for dev in devices {
+                let l = line()?;
+                let reg = l.line() as u8;
+                host.add_virtio(p, dev, l, reg, msi.clone())?;
+            }
+            let (root, info) = host.finish(p)?;
+            p.mmio.insert(
+                "pci-ecam",
+                layout.ecam_base,
+                crate::hw::pci::ecam::BUS_SIZE,
+                Arc::new(Mutex::new(crate::hw::pci::ecam::PciEcam(root))),
+            )?;
+            Ok(Some(info))
+        }
+    }
 }
 
 /// What the device tree or firmware tables say about the PCI host.

@@ -1,0 +1,42 @@
+//! Where RISC-V puts virtio devices: virtio-mmio windows after the UART,
+//! or functions behind a `pci-host-ecam-generic` bridge. Each gets a level
+//! interrupt source of its own on the PLIC or APLIC; with AIA, MSI-X goes
+//! straight to the harts' IMSIC files.
+
+use std::sync::Arc;
+
+use super::irqchip::IrqchipKind;
+use super::layout::{
+    NR_SOURCES, PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, UART_IRQ, VIRTIO_MMIO_BASE,
+    VIRTIO_MMIO_SIZE,
+};
+use crate::arch::Platform;
+use crate::irq::{IrqChip, MsiSink};
+use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
+
+pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
+    mmio_base: VIRTIO_MMIO_BASE,
+    mmio_size: VIRTIO_MMIO_SIZE,
+    ecam_base: PCI_ECAM_BASE,
+    pci_mem_base: PCI_MEM_BASE,
+    pci_mem_size: PCI_MEM_SIZE,
+};
+
+/// Places `p.virtio`; sources are handed out after the UART's.
+pub fn place_virtio(
+    p: &mut Platform,
+    kind: IrqchipKind,
+    chip: Arc<dyn IrqChip>,
+) -> Result<Option<PciHostInfo>, setup::Error> {
+    let msi: Option<Arc<dyn MsiSink>> = match kind {
+        IrqchipKind::Aia => Some(p.vm.clone()),
+        IrqchipKind::Plic => None,
+    };
+    let mut next = UART_IRQ + 1;
+    let irqs = || {
+        let src = next;
+        next += 1;
+        (src <= NR_SOURCES).then_some(src)
+    };
+    setup::place_on_fdt_platform(p, &LAYOUT, chip, irqs, msi)
+}
