@@ -212,6 +212,7 @@ mod tests {
                 Some(PciHostInfo {
                     mem_base: PCI_MEM_BASE,
                     mem_size: PCI_MEM_SIZE,
+                    cpu_base: PCI_MEM_BASE,
                     intx: vec![(1, 33), (2, 34)],
                     msi: matches!(c.gic, GicKind::V3Its | GicKind::V2m),
                 }),

@@ -212,6 +212,7 @@ mod tests {
         Some(PciHostInfo {
             mem_base: super::super::layout::PCI_MEM_BASE,
             mem_size: super::super::layout::PCI_MEM_SIZE,
+            cpu_base: super::super::layout::PCI_MEM_BASE,
             intx: vec![(1, 2), (2, 3)],
             msi,
         })

@@ -65,7 +65,7 @@ pub enum MsiParent {
 }
 
 /// PCI address space code of 32-bit non-prefetchable memory in `ranges`.
-const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+pub const PCI_SPACE_MEM32: u32 = 0x0200_0000;
 
 impl PciHostNode<'_> {
     /// Writes the host bridge node under the current (root) node, whose
@@ -79,10 +79,10 @@ impl PciHostNode<'_> {
         fdt.property_u32("#interrupt-cells", 1)?;
         fdt.property_array_u32("bus-range", &[0, 0])?;
         fdt.property_array_u64("reg", &[self.ecam_base, self.ecam_size])?;
-        let (m, s) = (self.info.mem_base, self.info.mem_size);
-        let [mh, ml] = cells64(m);
-        let [sh, sl] = cells64(s);
-        fdt.property_array_u32("ranges", &[PCI_SPACE_MEM32, mh, ml, mh, ml, sh, sl])?;
+        let [mh, ml] = cells64(self.info.mem_base);
+        let [ch, cl] = cells64(self.info.cpu_base);
+        let [sh, sl] = cells64(self.info.mem_size);
+        fdt.property_array_u32("ranges", &[PCI_SPACE_MEM32, mh, ml, ch, cl, sh, sl])?;
         // Slot (device number) and pin select the entry.
         fdt.property_array_u32("interrupt-map-mask", &[0xf800, 0, 0, 7])?;
         let mut map = Vec::new();

@@ -227,8 +227,11 @@ pub fn place_on_fdt_platform(
 /// What the device tree or firmware tables say about the PCI host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PciHostInfo {
+    /// The memory window as PCI bus addresses (what BARs hold).
     pub mem_base: u64,
     pub mem_size: u64,
+    /// Where the window appears to the CPU (the same unless translated).
+    pub cpu_base: u64,
     /// Each occupied slot's INTA# as the platform's interrupt number.
     pub intx: Vec<(u8, u32)>,
     /// Whether the functions offer MSI-X.
@@ -248,9 +251,17 @@ impl PciHostBuilder {
             info: PciHostInfo {
                 mem_base,
                 mem_size,
+                cpu_base: mem_base,
                 ..Default::default()
             },
         }
+    }
+
+    /// Makes the window appear to the CPU at `cpu_base` (PowerPC's PHB
+    /// translates; the others map PCI addresses one to one).
+    pub fn with_cpu_base(mut self, cpu_base: u64) -> Self {
+        self.info.cpu_base = cpu_base;
+        self
     }
 
     /// The slot the next device will get.
@@ -299,7 +310,7 @@ impl PciHostBuilder {
         }
         p.mmio.insert(
             "pci-mem",
-            info.mem_base,
+            info.cpu_base,
             info.mem_size,
             Arc::new(Mutex::new(PciMmioWindow {
                 root: root.clone(),

@@ -232,9 +232,56 @@ impl PciRoot {
     }
 }
 
+/// A function as firmware describes it (PowerPC lists every function in
+/// the device tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub slot: u8,
+    pub vendor: u16,
+    pub device: u16,
+    pub revision: u8,
+    /// Base class, subclass, programming interface.
+    pub class: u32,
+    pub subsystem_vendor: u16,
+    pub subsystem: u16,
+    /// 0 for none, 1 for INTA#.
+    pub pin: u8,
+    /// (BAR index, PCI address, size) of the memory BARs.
+    pub bars: Vec<(usize, u64, u64)>,
+}
+
+impl PciRoot {
+    /// Every function but the host bridge, as currently programmed.
+    pub fn describe(&self) -> Vec<FunctionInfo> {
+        let mut out = Vec::new();
+        for (slot, dev) in self.slots.iter().enumerate().skip(1) {
+            let Some(dev) = dev else { continue };
+            let d = lock(dev);
+            let c = d.config();
+            out.push(FunctionInfo {
+                slot: slot as u8,
+                vendor: c.read16(config::VENDOR_ID),
+                device: c.read16(config::VENDOR_ID + 2),
+                revision: c.read32(0x08) as u8,
+                class: c.read32(0x08) >> 8,
+                subsystem_vendor: c.read16(config::SUBSYSTEM_VENDOR_ID),
+                subsystem: c.read16(config::SUBSYSTEM_VENDOR_ID + 2),
+                pin: (c.read16(config::INTERRUPT_LINE) >> 8) as u8,
+                bars: c
+                    .bars()
+                    .iter()
+                    .map(|b| (b.index, c.bar_address(b.index).unwrap_or(0), b.size))
+                    .collect(),
+            });
+        }
+        out
+    }
+}
+
 /// The PCI memory window on the MMIO bus.
 pub struct PciMmioWindow {
     pub root: Arc<PciRoot>,
+    /// The PCI address of the window's first byte.
     pub base: u64,
 }
 
@@ -333,6 +380,30 @@ mod tests {
             root.config_read(bus, dev, func, 0, &mut d);
             assert_eq!(d, [0xff; 4]);
         }
+    }
+
+    #[test]
+    fn functions_describe_themselves_for_firmware() {
+        let mut root = PciRoot::new();
+        let mut dev = Scratch::new(0x1000);
+        dev.cfg.set_intx(9);
+        dev.cfg.set_subsystem(0x1af4, 0x40);
+        root.add(Arc::new(Mutex::new(dev))).unwrap();
+        root.assign_bars(0x8000_0000, 0x10_0000).unwrap();
+        assert_eq!(
+            root.describe(),
+            vec![FunctionInfo {
+                slot: 1,
+                vendor: 0x1234,
+                device: 0x5678,
+                revision: 0,
+                class: 0xff_00_00,
+                subsystem_vendor: 0x1af4,
+                subsystem: 0x40,
+                pin: 1,
+                bars: vec![(0, 0x8000_0000, 0x1000)],
+            }]
+        );
     }
 
     #[test]
