@@ -110,6 +110,7 @@ impl Fids {
         self.0.clear();
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -25,7 +25,6 @@ mod wire;
 mod tests;
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use super::chain::{serve_queue, Chain};
@@ -112,7 +111,7 @@ impl ShareSpec {
 /// The virtio-9p device for one share.
 pub struct Virtio9p {
     /// The share's root, opened once; each activation serves a dup.
-    root: OwnedFd,
+    root: path::Root,
     tag: String,
     /// le16 tag length, then the tag bytes.
     config: Vec<u8>,
@@ -133,14 +132,7 @@ impl Virtio9p {
                 tag: spec.tag.clone(),
                 len: spec.tag.len(),
             })?;
-        let root = nix::fcntl::open(
-            &spec.dir,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|source| Error::Open {
+        let root = path::Root::open(&spec.dir).map_err(|source| Error::Open {
             dir: spec.dir.clone(),
             source,
         })?;
@@ -207,7 +199,8 @@ impl VirtioDevice for Virtio9p {
             .ok_or(device::Error::MissingQueue(name, 0))?;
         let root = self
             .root
-            .try_clone()
+            .fd()
+            .try_clone_to_owned()
             .map_err(|e| device::Error::Worker(name, e))?;
         // A fresh session per activation: a reset forgets every fid.
         let mut server = Server::new(path::Root::from_fd(root));

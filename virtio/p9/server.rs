@@ -66,6 +66,7 @@ impl Server {
     }
 
     /// How many fids the guest holds.
+    #[cfg(test)]
     pub fn fid_count(&self) -> usize {
         self.fids.len()
     }
