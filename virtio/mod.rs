@@ -17,6 +17,7 @@ pub mod console;
 pub mod device;
 pub mod mmio;
 pub mod msix;
+pub mod p9;
 pub mod pci;
 pub mod rng;
 pub mod setup;
