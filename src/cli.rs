@@ -327,6 +327,9 @@ pub struct RunArgs {
         help_heading = "Device options"
     )]
     pub disk: Vec<String>,
+    /// Share host directory DIR with the guest over virtio-9p as mount tag TAG (repeatable)
+    #[arg(long = "9p", value_name = "DIR,TAG", help_heading = "Device options")]
+    pub ninep: Vec<String>,
     /// Add a virtio-rng device fed from the host's getrandom(2)
     #[arg(long, help_heading = "Device options")]
     pub rng: bool,
@@ -355,8 +358,6 @@ pub struct RunArgs {
     pub gtk: bool,
     #[arg(long, hide = true)]
     pub sdl: bool,
-    #[arg(long = "9p", hide = true)]
-    pub ninep: Vec<String>,
     #[arg(long, hide = true)]
     pub vsock: Option<String>,
     #[arg(long, hide = true)]
@@ -393,7 +394,6 @@ impl RunArgs {
             (self.vnc, "--vnc"),
             (self.gtk, "--gtk"),
             (self.sdl, "--sdl"),
-            (!self.ninep.is_empty(), "--9p"),
             (self.vsock.is_some(), "--vsock"),
             (self.tty.is_some(), "--tty"),
             (self.sandbox.is_some(), "--sandbox"),
@@ -446,8 +446,7 @@ mod tests {
     #[test]
     fn unimplemented_kvmtool_options_are_recognised_not_ignored() {
         for (args, name) in [
-            (&["run", "--9p", "/tmp,tag"][..], "--9p"),
-            (&["run", "-n", "mode=tap"], "--network"),
+            (&["run", "-n", "mode=tap"][..], "--network"),
             (&["run", "--vidmode", "0x312"], "--vidmode"),
         ] {
             let Command::Run(run) = parse(args).unwrap().command else {

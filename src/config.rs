@@ -289,10 +289,10 @@ mod tests {
                 "--disk 'x.img,direct': 'direct' (O_DIRECT) is not supported yet; drop it".into()
             ))
         );
-        assert_eq!(
-            err(&["-k", "k", "--9p", "/tmp"]),
-            Error::NotSupportedYet("--9p")
-        );
+        assert!(matches!(
+            err(&["-k", "k", "--9p", "/nonexistent/dir,tag"]),
+            Error::Virtio(crate::virtio::setup::ConfigError::Share(_))
+        ));
         assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
         let on = |a: &[&str], arch| VmConfig::from_args_on(&run_args(a), host(1), arch);
         assert_eq!(

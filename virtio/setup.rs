@@ -10,6 +10,7 @@ use super::common::{self, VirtioState};
 use super::console::{Console, ConsoleInput};
 use super::device::{IoEvents, VirtioDevice};
 use super::mmio::{self, MmioTransport};
+use super::p9::{ShareSpec, Virtio9p};
 use super::pci::{self, VirtioPci};
 use crate::arch::Platform;
 use crate::cli::{ConsoleKind, RunArgs};
@@ -39,6 +40,8 @@ pub enum ConfigError {
     MmioNotHere,
     #[error("{0}")]
     Disk(String),
+    #[error("{0}")]
+    Share(String),
 }
 
 impl Transport {
@@ -59,6 +62,7 @@ pub struct VirtioConfig {
     pub transport: Transport,
     pub rng: bool,
     pub disks: Vec<DiskSpec>,
+    pub shares: Vec<ShareSpec>,
     /// `--console virtio`: the guest's console is a virtio-console.
     pub console: bool,
 }
@@ -80,6 +84,11 @@ impl VirtioConfig {
                 .iter()
                 .map(|d| DiskSpec::parse(d).map_err(|e| ConfigError::Disk(e.to_string())))
                 .collect::<Result<_, _>>()?,
+            shares: args
+                .ninep
+                .iter()
+                .map(|s| ShareSpec::parse(s).map_err(|e| ConfigError::Share(e.to_string())))
+                .collect::<Result<_, _>>()?,
             console: console == ConsoleKind::Virtio,
         })
     }
@@ -89,6 +98,8 @@ impl VirtioConfig {
 pub enum Error {
     #[error(transparent)]
     Disk(#[from] super::blk::Error),
+    #[error(transparent)]
+    Share(#[from] super::p9::Error),
     #[error(transparent)]
     State(#[from] common::Error),
     #[error(transparent)]
@@ -121,6 +132,9 @@ pub fn build_devices(cfg: &VirtioConfig) -> Result<Devices, Error> {
     }
     for (i, spec) in cfg.disks.iter().enumerate() {
         devices.push(Box::new(Block::open(spec, i)?));
+    }
+    for spec in &cfg.shares {
+        devices.push(Box::new(Virtio9p::new(spec)?));
     }
     if cfg.rng {
         devices.push(Box::new(super::rng::Rng::new()));
