@@ -19,6 +19,10 @@ pub enum Error {
 pub const VTY_REG: u32 = 0x3000_0000;
 const PHANDLE_XICS: u32 = 1;
 
+use super::pci;
+use crate::hw::pci::FunctionInfo;
+use crate::virtio::setup::PciHostInfo;
+
 /// The guest's MMU mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mmu {
@@ -44,6 +48,8 @@ pub struct FdtInputs<'a> {
     pub smmu: Option<&'a KvmPpcSmmuInfo>,
     /// Host page size, for filtering page sizes KVM can only back with it.
     pub backing_page_shift: u32,
+    /// The PHB and its functions, when the guest has PCI devices.
+    pub pci: Option<(&'a PciHostInfo, &'a [FunctionInfo])>,
 }
 
 /// `ibm,segment-page-sizes`: for each segment size, its SLB encoding and
@@ -160,6 +166,8 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_string("compatible", "IBM,ppc-xicp")?;
     fdt.property_null("interrupt-controller")?;
     fdt.property_u32("#interrupt-cells", 2)?;
+    // For the PHB's interrupt-map entries that point here.
+    fdt.property_u32("#address-cells", 0)?;
     fdt.property_array_u32("ibm,interrupt-server-ranges", &[0, inp.cpus])?;
     fdt.property_phandle(PHANDLE_XICS)?;
     fdt.end_node(xics)?;
@@ -203,6 +211,10 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_u32("reg", VTY_REG)?;
     fdt.end_node(vty_node)?;
     fdt.end_node(vdevice)?;
+
+    if let Some((info, functions)) = inp.pci {
+        pci::write_fdt(&mut fdt, info, functions, PHANDLE_XICS)?;
+    }
 
     fdt.end_node(root)?;
     Ok(fdt.finish()?)
@@ -253,6 +265,15 @@ mod tests {
     }
 
     fn blob(cpus: u32, mmu: Mmu, initrd: bool) -> Vec<u8> {
+        blob_pci(cpus, mmu, initrd, None)
+    }
+
+    fn blob_pci(
+        cpus: u32,
+        mmu: Mmu,
+        initrd: bool,
+        pci: Option<(&PciHostInfo, &[FunctionInfo])>,
+    ) -> Vec<u8> {
         let model = lookup(POWER9).unwrap();
         let smmu = power9_smmu();
         build(&FdtInputs {
@@ -266,8 +287,36 @@ mod tests {
             mmu,
             smmu: Some(&smmu),
             backing_page_shift: 16,
+            pci,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn golden_2cpu_radix_virtio_pci() {
+        let info = PciHostInfo {
+            mem_base: pci::MEM_PCI_BASE,
+            mem_size: pci::MEM_SIZE,
+            cpu_base: pci::MEM_CPU_BASE,
+            intx: vec![(1, pci::FIRST_LSI), (2, pci::FIRST_LSI + 1)],
+            msi: false,
+        };
+        let f = |slot: u8, device: u16, addr: u64| FunctionInfo {
+            slot,
+            vendor: 0x1af4,
+            device,
+            revision: 1,
+            class: 0x01_80_00,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x40,
+            pin: 1,
+            bars: vec![(0, addr, 0x8000)],
+        };
+        let functions = [f(1, 0x1042, 0x8000_0000), f(2, 0x1049, 0x8000_8000)];
+        assert_golden(
+            "ppc64le/2cpu-radix-virtio-pci",
+            &blob_pci(2, Mmu::Radix, false, Some((&info, &functions))),
+        );
     }
 
     #[test]

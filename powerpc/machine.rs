@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::cpu_table::{self, CpuModel};
+use super::devices;
 use super::fdt::{self, FdtInputs, Mmu, VTY_REG};
 use super::hcall::{self, HcallHost, Unknown, XicsHcalls};
 use super::hpt;
@@ -26,10 +27,13 @@ use crate::bus::lock;
 use crate::config::VmConfig;
 use crate::control::{GuestExit, VmControl};
 use crate::fdt::DeviceNode;
+use crate::hw::pci::PciRoot;
+use crate::irq::IrqChip;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{AlignedMapping, GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
 use crate::vcpu::ArchExits;
+use crate::virtio::setup::PciHostInfo;
 
 /// 64-bit mode, machine checks enabled, hypervisor state off: how a pSeries
 /// partition enters the kernel.
@@ -45,6 +49,8 @@ pub enum Error {
     Layout(#[from] layout::Error),
     #[error(transparent)]
     Fdt(#[from] fdt::Error),
+    #[error(transparent)]
+    Devices(#[from] crate::virtio::setup::Error),
     #[error("unknown --mmu '{0}' (radix, hash, auto)")]
     UnknownMmu(String),
     #[error("unknown --irqchip '{0}' (powerpc: xics-kernel, xics-user)")]
@@ -118,6 +124,7 @@ struct Firmware {
     states: Arc<CpuStates>,
     unknown: Unknown,
     radix_configured: AtomicBool,
+    pci: Option<Arc<PciRoot>>,
 }
 
 impl HcallHost for Firmware {
@@ -285,6 +292,10 @@ impl RtasHost for Firmware {
     fn xics(&self) -> Option<&dyn XicsRtas> {
         self.xics.as_deref().map(|x| x as &dyn XicsRtas)
     }
+
+    fn pci(&self) -> Option<&PciRoot> {
+        self.pci.as_deref()
+    }
 }
 
 struct PpcExits(Arc<Firmware>);
@@ -331,6 +342,7 @@ pub struct Ppc64 {
     firmware: Option<Arc<Firmware>>,
     vcpu_fds: Vec<OwnedFd>,
     dump_dtb: Option<PathBuf>,
+    pci: Option<(Arc<PciRoot>, PciHostInfo)>,
 }
 
 impl std::fmt::Debug for Ppc64 {
@@ -406,6 +418,7 @@ impl Arch for Ppc64 {
             firmware: None,
             vcpu_fds: Vec::new(),
             dump_dtb: cfg.arch.dump_dtb.clone(),
+            pci: None,
         })
     }
 
@@ -466,6 +479,26 @@ impl Arch for Ppc64 {
     }
 
     fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
+        let chip: Arc<dyn IrqChip> = match &self.user_xics {
+            Some(x) => x.clone(),
+            None => p.vm.clone(),
+        };
+        let (vm, kernel_xics, user_xics) = (p.vm.clone(), &self.kernel_xics, &self.user_xics);
+        self.pci = devices::place_virtio(p, chip, |irq| -> Result<(), Error> {
+            match (kernel_xics, user_xics) {
+                (Some(fd), _) => {
+                    // Masked at the least favoured priority until the
+                    // guest routes it with ibm,set-xive.
+                    let source = KVM_XICS_LEVEL_SENSITIVE
+                        | KVM_XICS_MASKED
+                        | (0xff << KVM_XICS_PRIORITY_SHIFT);
+                    vm.set_device_attr(fd, KVM_DEV_XICS_GRP_SOURCES, u64::from(irq), source)?;
+                }
+                (None, Some(x)) => x.set_level_sensitive(irq),
+                (None, None) => {}
+            }
+            Ok(())
+        })?;
         let hvterm = Arc::new(HvTerm::default());
         let firmware = Arc::new(Firmware {
             hvterm: hvterm.clone(),
@@ -480,6 +513,7 @@ impl Arch for Ppc64 {
             }),
             unknown: Unknown::default(),
             radix_configured: AtomicBool::new(false),
+            pci: self.pci.as_ref().map(|(root, _)| root.clone()),
         });
         p.exits = Arc::new(PpcExits(firmware.clone()));
         self.firmware = Some(firmware);
@@ -557,6 +591,10 @@ impl Arch for Ppc64 {
         let stub = rtas::stub_bytes();
         write("RTAS", at.rtas, &stub)?;
         let model = self.model.ok_or(Error::UnknownCpu(self.pvr))?;
+        let pci_fdt = self
+            .pci
+            .as_ref()
+            .map(|(root, info)| (info.clone(), root.describe()));
         let blob = fdt::build(&FdtInputs {
             cpus: self.cpus,
             pvr: self.pvr,
@@ -571,6 +609,7 @@ impl Arch for Ppc64 {
                 .ok()
                 .flatten()
                 .map_or(16, |p| (p as u64).trailing_zeros()),
+            pci: pci_fdt.as_ref().map(|(info, f)| (info, f.as_slice())),
         })?;
         if let Some(path) = &self.dump_dtb {
             std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {

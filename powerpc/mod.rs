@@ -5,12 +5,14 @@
 //! tested on any host.
 
 pub mod cpu_table;
+pub mod devices;
 pub mod fdt;
 pub mod hcall;
 pub mod hpt;
 pub mod hvterm;
 pub mod kvm_sys;
 pub mod layout;
+pub mod pci;
 pub mod rtas;
 pub mod xics;
 

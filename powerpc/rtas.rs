@@ -5,6 +5,7 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::pci;
 use crate::control::GuestExit;
 use crate::hw::rtc::utc_from_unix;
 use crate::memory::GuestMemory;
@@ -82,6 +83,8 @@ pub trait RtasHost {
     fn stop_self(&self, caller: u32);
     /// The userspace XICS, when it is the interrupt controller.
     fn xics(&self) -> Option<&dyn XicsRtas>;
+    /// The PHB's bus, when the guest has PCI devices.
+    fn pci(&self) -> Option<&crate::hw::pci::PciRoot>;
 }
 
 /// The XICS source controls RTAS offers.
@@ -90,6 +93,10 @@ pub trait XicsRtas {
     fn get_xive(&self, irq: u32) -> Option<(u32, u8)>;
     fn int_off(&self, irq: u32) -> bool;
     fn int_on(&self, irq: u32) -> bool;
+}
+
+fn phb_buid(hi: u32, lo: u32) -> bool {
+    (u64::from(hi) << 32 | u64::from(lo)) == pci::BUID
 }
 
 /// Handles one call whose `struct rtas_args` is at `args` in guest memory.
@@ -181,14 +188,48 @@ pub fn call(mem: &GuestMemory, args: u64, caller: u32, host: &dyn RtasHost) -> O
         Some("ibm,int-on") => xics(host, |x| x.int_on(arg(0))),
         // Indicators (surveillance, LEDs) are accepted and ignored.
         Some("set-indicator") => SUCCESS,
-        // No PCI bus yet: every configuration read finds nothing.
-        Some("read-pci-config" | "ibm,read-pci-config") => {
-            if let Some(r) = rets.get_mut(1) {
-                *r = u32::MAX;
+        // The ibm, forms name the PHB by its BUID; there is one.
+        Some(n @ ("read-pci-config" | "ibm,read-pci-config")) => {
+            let (size, buid_ok) = match n {
+                "read-pci-config" => (arg(1), true),
+                _ => (arg(3), phb_buid(arg(1), arg(2))),
+            };
+            let value = host
+                .pci()
+                .filter(|_| buid_ok)
+                .map(|root| pci::config_read(root, arg(0), size));
+            match value {
+                Some(Some(v)) => {
+                    if let Some(r) = rets.get_mut(1) {
+                        *r = v;
+                    }
+                    SUCCESS
+                }
+                Some(None) => PARAMETER_ERROR,
+                None => {
+                    if let Some(r) = rets.get_mut(1) {
+                        *r = u32::MAX;
+                    }
+                    if buid_ok {
+                        SUCCESS
+                    } else {
+                        PARAMETER_ERROR
+                    }
+                }
             }
-            SUCCESS
         }
-        Some("write-pci-config" | "ibm,write-pci-config") => SUCCESS,
+        Some(n @ ("write-pci-config" | "ibm,write-pci-config")) => {
+            let (size, value, buid_ok) = match n {
+                "write-pci-config" => (arg(1), arg(2), true),
+                _ => (arg(3), arg(4), phb_buid(arg(1), arg(2))),
+            };
+            match host.pci().filter(|_| buid_ok) {
+                Some(root) if pci::config_write(root, arg(0), size, value) => SUCCESS,
+                Some(_) => PARAMETER_ERROR,
+                None if buid_ok => SUCCESS,
+                None => PARAMETER_ERROR,
+            }
+        }
         _ => {
             log::debug!("RTAS: unknown token {tok:#x}");
             PARAMETER_ERROR
@@ -227,6 +268,7 @@ mod tests {
         out: Mutex<Vec<u8>>,
         started: Mutex<Vec<(u32, u64, u64)>>,
         stopped: Mutex<Vec<u32>>,
+        pci: Option<crate::hw::pci::PciRoot>,
     }
 
     impl RtasHost for Host {
@@ -248,6 +290,9 @@ mod tests {
         }
         fn xics(&self) -> Option<&dyn XicsRtas> {
             None
+        }
+        fn pci(&self) -> Option<&crate::hw::pci::PciRoot> {
+            self.pci.as_ref()
         }
     }
 
@@ -351,6 +396,56 @@ mod tests {
         assert_eq!(
             rtas(&m, &h, "read-pci-config", &[0, 4], 2).0,
             vec![0, u32::MAX]
+        );
+    }
+
+    #[test]
+    fn pci_config_calls_reach_the_phb() {
+        use std::sync::Arc;
+        let mut root = crate::hw::pci::PciRoot::new();
+        root.add(Arc::new(Mutex::new(crate::hw::pci::testing::Scratch::new(
+            0x1000,
+        ))))
+        .unwrap();
+        let h = Host {
+            pci: Some(root),
+            ..Default::default()
+        };
+        let m = mem();
+        let (hi, lo) = ((pci::BUID >> 32) as u32, pci::BUID as u32);
+        let dev1 = 1 << 11;
+        assert_eq!(
+            rtas(&m, &h, "ibm,read-pci-config", &[dev1, hi, lo, 4], 2).0,
+            vec![0, 0x5678_1234]
+        );
+        assert_eq!(
+            rtas(&m, &h, "read-pci-config", &[dev1 + 2, 2], 2).0,
+            vec![0, 0x5678]
+        );
+        assert_eq!(
+            rtas(&m, &h, "ibm,read-pci-config", &[dev1, hi, lo + 1, 4], 2).0[0],
+            PARAMETER_ERROR as u32,
+            "wrong BUID"
+        );
+        assert_eq!(
+            rtas(
+                &m,
+                &h,
+                "ibm,write-pci-config",
+                &[dev1 + 0x10, hi, lo, 4, 0x8000_0000],
+                1
+            )
+            .0,
+            vec![0]
+        );
+        assert_eq!(
+            rtas(&m, &h, "read-pci-config", &[dev1 + 0x10, 4], 2).0,
+            vec![0, 0x8000_0000]
+        );
+        assert_eq!(
+            rtas(&m, &h, "write-pci-config", &[dev1 + 1, 4, 0], 1).0,
+            vec![PARAMETER_ERROR as u32],
+            "misaligned"
         );
     }
 }

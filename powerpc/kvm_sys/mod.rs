@@ -80,6 +80,8 @@ pub const KVM_CAP_PPC_UNSET_IRQ: u32 = 53;
 
 /// `KVM_CREATE_DEVICE` type of the in-kernel XICS.
 pub const KVM_DEV_TYPE_XICS: u32 = 3;
+/// The XICS device's source attributes: one u64 per interrupt number.
+pub const KVM_XICS_LEVEL_SENSITIVE: u64 = 1 << 40;
 pub const KVM_DEV_XICS_GRP_SOURCES: u32 = 1;
 pub const KVM_XICS_PRIORITY_SHIFT: u64 = 32;
 pub const KVM_XICS_MASKED: u64 = 1 << 41;

@@ -50,7 +50,7 @@ MARKER = re.compile(
 VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+)")
 # Loaded by the L2 init for virtio checks (those built in are skipped).
 L2_MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_rng", "virtio_console",
-              "9pnet_virtio", "9p", "ext4", "virtio_net", "virtio_balloon"]
+              "9pnet_virtio", "9p", "crc32c_generic", "ext4", "virtio_net", "virtio_balloon"]
 # What the L2 finds on its virtio-blk disk and in its 9p share.
 KNOWN_BIN = b"".join(hashlib.sha256(b"lkvm-known-%d" % i).digest() for i in range(2048))
 SHARE_TEXT = "hello-from-the-l1-share"
