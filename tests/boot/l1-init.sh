@@ -30,6 +30,12 @@ if [ -n "$virtio" ]; then
     extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng"
     params="$params lkvm.virtio=1"
 fi
+if [ -n "$(arg lkvm.bench)" ]; then
+    # Sequential-read benchmark: a 64 MiB image for L2's /dev/vda.
+    dd if=/dev/zero of=/tmp/bench.img bs=1M count=64 2>/dev/null
+    extra="$extra -d /tmp/bench.img"
+    params="$params lkvm.bench=1"
+fi
 echo "LKVM-START lkvm run -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
 /lkvm run -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
 rc=$?

@@ -8,6 +8,14 @@
 /bin/busybox --install -s /bin
 export PATH=/bin
 token=$(sed -n 's/.*lkvm\.token=\([^[:space:]]*\).*/\1/p' /proc/cmdline)
+# Sequential read of the 64 MiB benchmark disk, timed by the guest's clock.
+if grep -q 'lkvm\.bench' /proc/cmdline; then
+    for m in $(cat /modules.order); do insmod "/modules/$m" 2>/dev/null; done
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    n=$(dd if=/dev/vda bs=1M 2>/dev/null | wc -c)
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    echo "LKVM-L2-BLKREAD bytes=$n seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+fi
 # Virtio checks (lkvm.virtio on the command line; L1 passes -d, --9p, --rng):
 # entropy from virtio-rng, a known file on the virtio-blk ext2 image and a
 # written one (the harness reads it back from the image after lkvm exits),
@@ -30,6 +38,8 @@ if grep -q 'lkvm\.virtio' /proc/cmdline; then
         umount /share
     fi
     echo "LKVM-L2-VIRTIO rng=$rng blk=$blk 9p=$p9"
+    # How the devices interrupt (MSI-X vectors or a wired line), for checks.
+    echo "LKVM-L2-IRQS $(grep virtio /proc/interrupts | tr -s ' ' | cut -d' ' -f$(( $(nproc) + 3 ))- | tr '\n' ';')"
 fi
 # Prove console input end to end: the harness types a line into L1's
 # console when it sees this prompt; lkvm must carry it to this UART.
