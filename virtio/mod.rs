@@ -14,6 +14,7 @@ pub mod chain;
 pub mod common;
 pub mod device;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod worker;
 
