@@ -10,6 +10,7 @@
 //! their own thread ([`worker`]); a kick is an eventfd KVM signals directly
 //! (ioeventfd), so a guest notification costs no trip through userspace.
 
+pub mod balloon;
 pub mod chain;
 pub mod common;
 pub mod device;
