@@ -10,6 +10,7 @@
 //! their own thread ([`worker`]); a kick is an eventfd KVM signals directly
 //! (ioeventfd), so a guest notification costs no trip through userspace.
 
+pub mod balloon;
 pub mod blk;
 pub mod chain;
 pub mod common;
@@ -17,6 +18,7 @@ pub mod console;
 pub mod device;
 pub mod mmio;
 pub mod msix;
+pub mod net;
 pub mod p9;
 pub mod pci;
 pub mod rng;
