@@ -330,6 +330,17 @@ pub struct RunArgs {
     /// Share host directory DIR with the guest over virtio-9p as mount tag TAG (repeatable)
     #[arg(long = "9p", value_name = "DIR,TAG", help_heading = "Device options")]
     pub ninep: Vec<String>,
+    /// Add a virtio-net device: mode=tap[,tapif=NAME][,guest_mac=MAC] or mode=none (repeatable)
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "SPEC",
+        help_heading = "Device options"
+    )]
+    pub network: Vec<String>,
+    /// Add a virtio-balloon device (driven by `lkvm balloon`)
+    #[arg(long, help_heading = "Device options")]
+    pub balloon: bool,
     /// Add a virtio-rng device fed from the host's getrandom(2)
     #[arg(long, help_heading = "Device options")]
     pub rng: bool,
@@ -351,8 +362,6 @@ pub struct RunArgs {
 
     // --- kvmtool options lkvm does not implement yet ---
     #[arg(long, hide = true)]
-    pub balloon: bool,
-    #[arg(long, hide = true)]
     pub vnc: bool,
     #[arg(long, hide = true)]
     pub gtk: bool,
@@ -370,8 +379,6 @@ pub struct RunArgs {
     pub firmware: Option<String>,
     #[arg(short = 'F', long, hide = true)]
     pub flash: Option<String>,
-    #[arg(short = 'n', long, hide = true)]
-    pub network: Vec<String>,
     #[arg(long, hide = true)]
     pub no_dhcp: bool,
     #[arg(long, hide = true)]
@@ -390,7 +397,6 @@ impl RunArgs {
     /// The first kvmtool option given that lkvm does not implement yet.
     pub fn unsupported_option(&self) -> Option<&'static str> {
         let given = [
-            (self.balloon, "--balloon"),
             (self.vnc, "--vnc"),
             (self.gtk, "--gtk"),
             (self.sdl, "--sdl"),
@@ -400,7 +406,6 @@ impl RunArgs {
             (self.virtio_legacy, "--virtio-legacy"),
             (self.firmware.is_some(), "--firmware"),
             (self.flash.is_some(), "--flash"),
-            (!self.network.is_empty(), "--network"),
             (self.no_dhcp, "--no-dhcp"),
             (!self.vfio_pci.is_empty(), "--vfio-pci"),
             (self.debug, "--debug"),
@@ -446,8 +451,9 @@ mod tests {
     #[test]
     fn unimplemented_kvmtool_options_are_recognised_not_ignored() {
         for (args, name) in [
-            (&["run", "-n", "mode=tap"][..], "--network"),
-            (&["run", "--vidmode", "0x312"], "--vidmode"),
+            (&["run", "--vidmode", "0x312"][..], "--vidmode"),
+            (&["run", "--vfio-pci", "00:01.0"], "--vfio-pci"),
+            (&["run", "--tty", "0"], "--tty"),
         ] {
             let Command::Run(run) = parse(args).unwrap().command else {
                 panic!("not run")

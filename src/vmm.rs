@@ -151,7 +151,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
     let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
     let mut platform = Platform::new(ctl.clone(), vm.clone(), ram.memory().clone());
-    let virtio = crate::virtio::setup::build_devices(&cfg.virtio)?;
+    let virtio = crate::virtio::setup::build_devices(&cfg.virtio, policy.allows_discard())?;
     platform.virtio = virtio.devices;
     platform.transport = cfg.virtio.transport;
     let mut console = arch.setup_devices(&mut platform).map_err(arch_err)?;

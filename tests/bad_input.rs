@@ -212,6 +212,24 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
             "unknown option 'bogus'",
         ),
         case(
+            "user-mode networking",
+            &["-k", good, "-n", "mode=user"],
+            1,
+            "user-mode networking (mode=user) is not supported yet",
+        ),
+        case(
+            "bad MAC address",
+            &["-k", good, "-n", "mode=tap,guest_mac=zz"],
+            1,
+            "is not a MAC address",
+        ),
+        case(
+            "9p share of a missing directory",
+            &["-k", good, "--9p", "/nonexistent/share,tag"],
+            1,
+            "/nonexistent/share",
+        ),
+        case(
             "legacy virtio transport",
             &["-k", good, "--virtio-transport", "pci-legacy"],
             1,

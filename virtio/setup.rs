@@ -5,11 +5,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::balloon::{Balloon, BalloonControl};
 use super::blk::{Block, DiskSpec};
 use super::common::{self, VirtioState};
 use super::console::{Console, ConsoleInput};
 use super::device::{IoEvents, VirtioDevice};
 use super::mmio::{self, MmioTransport};
+use super::net::{Net, NetSpec};
 use super::p9::{ShareSpec, Virtio9p};
 use super::pci::{self, VirtioPci};
 use crate::arch::Platform;
@@ -42,6 +44,8 @@ pub enum ConfigError {
     Disk(String),
     #[error("{0}")]
     Share(String),
+    #[error("{0}")]
+    Network(String),
 }
 
 impl Transport {
@@ -63,6 +67,8 @@ pub struct VirtioConfig {
     pub rng: bool,
     pub disks: Vec<DiskSpec>,
     pub shares: Vec<ShareSpec>,
+    pub nets: Vec<NetSpec>,
+    pub balloon: bool,
     /// `--console virtio`: the guest's console is a virtio-console.
     pub console: bool,
 }
@@ -89,6 +95,13 @@ impl VirtioConfig {
                 .iter()
                 .map(|s| ShareSpec::parse(s).map_err(|e| ConfigError::Share(e.to_string())))
                 .collect::<Result<_, _>>()?,
+            nets: args
+                .network
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NetSpec::parse(n, i).map_err(|e| ConfigError::Network(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            balloon: args.balloon,
             console: console == ConsoleKind::Virtio,
         })
     }
@@ -100,6 +113,10 @@ pub enum Error {
     Disk(#[from] super::blk::Error),
     #[error(transparent)]
     Share(#[from] super::p9::Error),
+    #[error(transparent)]
+    Network(#[from] super::net::Error),
+    #[error("--balloon: this host's KVM does not mirror host page tables into the guest (no KVM_CAP_SYNC_MMU), so pages cannot be given back safely")]
+    BalloonNeedsSyncMmu,
     #[error(transparent)]
     State(#[from] common::Error),
     #[error(transparent)]
@@ -114,15 +131,21 @@ pub enum Error {
     NoIrq,
 }
 
-/// The configured devices, and the console's input side when the guest's
-/// console is a virtio-console.
+/// The configured devices, the console's input side when the guest's
+/// console is a virtio-console, and the balloon's controls.
 pub struct Devices {
     pub devices: Vec<Box<dyn VirtioDevice>>,
     pub console: Option<ConsoleInput>,
+    pub balloon: Option<BalloonControl>,
 }
 
-/// Builds (and opens the files of) the configured devices.
-pub fn build_devices(cfg: &VirtioConfig) -> Result<Devices, Error> {
+/// Builds (and opens the files and taps of) the configured devices.
+/// `discard_ok` is the memory policy's word on giving guest pages back to
+/// the host, which the balloon needs.
+pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Error> {
+    if cfg.balloon && !discard_ok {
+        return Err(Error::BalloonNeedsSyncMmu);
+    }
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut console = None;
     if cfg.console {
@@ -136,10 +159,25 @@ pub fn build_devices(cfg: &VirtioConfig) -> Result<Devices, Error> {
     for spec in &cfg.shares {
         devices.push(Box::new(Virtio9p::new(spec)?));
     }
+    for spec in &cfg.nets {
+        if let Some(net) = Net::new(spec)? {
+            devices.push(Box::new(net));
+        }
+    }
+    let mut balloon = None;
+    if cfg.balloon {
+        let (dev, control) = Balloon::new();
+        devices.push(Box::new(dev));
+        balloon = Some(control);
+    }
     if cfg.rng {
         devices.push(Box::new(super::rng::Rng::new()));
     }
-    Ok(Devices { devices, console })
+    Ok(Devices {
+        devices,
+        console,
+        balloon,
+    })
 }
 
 /// Puts `dev` behind a virtio-mmio window at `base`, interrupting on

@@ -61,18 +61,25 @@ class Case:
     text that must appear in L2's console output and text that must not."""
 
     def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False):
+                 virtio=False, irqs=None):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
-        self.virtio = virtio
+        # virtio: give L2 a disk, a 9p share and an rng and check them;
+        # irqs: text L2's virtio interrupt lines must show (e.g. "MSI").
+        self.virtio, self.irqs = virtio, irqs
 
 
 MATRIX = {
-    "x86_64": [Case(1), Case(2)],
+    "x86_64": [Case(1), Case(2), Case(2, virtio=True, irqs="MSI"),
+               Case(1, ["--console", "virtio"], virtio=True)],
+    # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
+    # and virtio-mmio with wired SPIs and the virtio console.
     "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
                 Case(1, ["--irqchip", "gicv3-its"]),
-                Case(2, ["--irqchip", "gicv3-its", "--pmu"]),
-                Case(2, ["--irqchip", "gicv2m"], l1="gicv2")],
+                Case(2, ["--irqchip", "gicv3-its", "--pmu"], virtio=True, irqs="ITS-MSI"),
+                Case(2, ["--irqchip", "gicv2m"], l1="gicv2", virtio=True, irqs="MSI"),
+                Case(1, ["--virtio-transport", "mmio", "--console", "virtio"], virtio=True,
+                     irqs="GICv3")],
     # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
     # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
     # console (DBCN), which lkvm serves; the boot console's own "enabled"
@@ -81,10 +88,17 @@ MATRIX = {
                 Case(1, ["--irqchip", "aia"], l1="aia"), Case(2, ["--irqchip", "aia"], l1="aia"),
                 Case(2, [], kparams="earlycon=sbi", expect="bootconsole [sbi0] enabled"),
                 # Zicboz is one extension KVM can hide on the lab's L1.
-                Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz")],
+                Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz"),
+                # Virtio: PCI with MSI-X into the IMSIC; virtio-mmio on the PLIC.
+                Case(2, ["--irqchip", "aia"], l1="aia", virtio=True, irqs="MSI"),
+                Case(1, ["--irqchip", "plic", "--virtio-transport", "mmio"], virtio=True,
+                     irqs="PLIC")],
     # pseries with nested HV (radix host), powernv9 (bare-metal radix host)
     # and powernv9 booted disable_radix (hash host: the guest gets an HPT).
+    # Virtio behind the sPAPR PHB on XICS LSIs, in-kernel and userspace.
     "ppc64le": [Case(1), Case(2), Case(2, ["--irqchip", "xics-user"]),
+                Case(2, virtio=True, irqs="XICS"),
+                Case(1, ["--irqchip", "xics-user", "--console", "virtio"], virtio=True),
                 Case(1, l1="powernv9"), Case(2, l1="powernv9"),
                 Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
                 Case(2, l1="powernv9-hash")],
@@ -417,7 +431,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
-         kparams="", expect=None, reject=None, virtio=False, bench=False):
+         kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -552,6 +566,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
             problems.append(reason or f"lkvm exited with {rec.get('lkvm_exit')}")
         if virtio:
             problems += virtio_problems(rec, token, disk_dump)
+        if irqs is not None and irqs not in rec.get("l2_irqs", ""):
+            problems.append(f"L2's virtio interrupts {rec.get('l2_irqs')!r} do not show {irqs!r}")
     if problems:
         rec["error"] = "; ".join(problems)
         log(f"{arch} -c {cpus} {' '.join(extra)} (L1 {rec['l1']}): FAILED: {rec['error']}")
@@ -605,7 +621,7 @@ def cmd_test(args):
         for case in MATRIX[arch]:
             rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
                        initrd=initrd, variant=case.l1, kparams=case.kparams, expect=case.expect,
-                       reject=case.reject, virtio=case.virtio)
+                       reject=case.reject, virtio=case.virtio, irqs=case.irqs)
             print(json.dumps(rec), flush=True)
             failed += rec["result"] != "pass"
     return 1 if failed else 0

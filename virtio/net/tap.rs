@@ -180,7 +180,8 @@ fn ifreq_name(ifr: &libc::ifreq) -> String {
         .ifr_name
         .iter()
         .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
+        // c_char is i8 on x86 and u8 on the others.
+        .map(|c| u8::from_ne_bytes(c.to_ne_bytes()))
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
