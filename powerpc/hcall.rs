@@ -68,6 +68,11 @@ pub trait HcallHost {
     /// H_RTAS: the RTAS call whose arguments are at `args`.
     fn rtas(&self, caller: u32, args: u64) -> Option<GuestExit>;
     fn xics(&self) -> Option<&dyn XicsHcalls>;
+    /// A TCE hypercall (the PHB's DMA window), when there is a PHB:
+    /// returns the status.
+    fn tce(&self, _nr: u64, _args: &mut [u64; 9]) -> Option<i64> {
+        None
+    }
 }
 
 /// Hypercalls nobody answered, for `lkvm debug`.
@@ -168,6 +173,13 @@ pub fn dispatch(
             let end = host.rtas(caller, args[0]);
             return (ok(), end);
         }
+        super::tce::H_GET_TCE
+        | super::tce::H_PUT_TCE
+        | super::tce::H_PUT_TCE_INDIRECT
+        | super::tce::H_STUFF_TCE => match host.tce(nr, args) {
+            Some(status) => code(status),
+            None => code(H_FUNCTION),
+        },
         H_CPPR | H_IPI | H_XIRR | H_XIRR_X | H_EOI | H_IPOLL => match host.xics() {
             Some(x) => xics(caller, nr, args, x),
             None => code(H_FUNCTION),

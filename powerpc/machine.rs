@@ -21,6 +21,7 @@ use super::kvm_sys::backend::vcpu_interrupt;
 use super::kvm_sys::*;
 use super::layout::{self, SECONDARY_ENTRY};
 use super::rtas::{self, RtasHost, XicsRtas, XICS_CALLS};
+use super::tce::TceTable;
 use super::xics::{ServerLines, Xics};
 use crate::arch::{Arch, Platform};
 use crate::bus::lock;
@@ -125,6 +126,7 @@ struct Firmware {
     unknown: Unknown,
     radix_configured: AtomicBool,
     pci: Option<Arc<PciRoot>>,
+    tce: TceTable,
 }
 
 impl HcallHost for Firmware {
@@ -215,6 +217,11 @@ impl HcallHost for Firmware {
 
     fn xics(&self) -> Option<&dyn XicsHcalls> {
         self.xics.as_deref().map(|x| x as &dyn XicsHcalls)
+    }
+
+    fn tce(&self, nr: u64, args: &mut [u64; 9]) -> Option<i64> {
+        self.pci.as_ref()?;
+        Some(self.tce.hcall(nr, args, &self.mem))
     }
 }
 
@@ -514,6 +521,7 @@ impl Arch for Ppc64 {
             unknown: Unknown::default(),
             radix_configured: AtomicBool::new(false),
             pci: self.pci.as_ref().map(|(root, _)| root.clone()),
+            tce: TceTable::default(),
         });
         p.exits = Arc::new(PpcExits(firmware.clone()));
         self.firmware = Some(firmware);

@@ -14,6 +14,7 @@ pub mod kvm_sys;
 pub mod layout;
 pub mod pci;
 pub mod rtas;
+pub mod tce;
 pub mod xics;
 
 #[cfg(target_arch = "powerpc64")]

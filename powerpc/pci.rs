@@ -83,6 +83,11 @@ pub fn write_fdt(
     fdt.property_null("used-by-rtas")?;
     fdt.property_array_u32("bus-range", &[0, 0])?;
     fdt.property_array_u64("reg", &[BUID, 0])?;
+    // The DMA window Linux requires of every PCI device (see tce.rs).
+    fdt.property_u32("ibm,#dma-address-cells", 2)?;
+    fdt.property_u32("ibm,#dma-size-cells", 2)?;
+    let [wh, wl] = cells64(super::tce::WINDOW_SIZE);
+    fdt.property_array_u32("ibm,dma-window", &[super::tce::LIOBN, 0, 0, wh, wl])?;
     let [ph, pl] = cells64(info.mem_base);
     let [ch, cl] = cells64(info.cpu_base);
     let [sh, sl] = cells64(info.mem_size);

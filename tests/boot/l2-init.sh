@@ -10,11 +10,12 @@ export PATH=/bin
 token=$(sed -n 's/.*lkvm\.token=\([^[:space:]]*\).*/\1/p' /proc/cmdline)
 # With --console virtio the console is an hvc that Debian kernels build as a
 # module: the kernel found no console for init, so load the drivers and
-# talk through the device once it exists.
+# talk through the device once it is a console (/dev/hvcN may exist before
+# that: PowerPC's hvterm creates the hvc nodes).
 hvc=$(sed -n 's/.*console=\(hvc[0-9]*\).*/\1/p' /proc/cmdline)
-if [ -n "$hvc" ] && [ ! -e "/dev/$hvc" ]; then
+if [ -n "$hvc" ] && ! grep -q "^$hvc " /proc/consoles; then
     for m in $(cat /modules.order); do insmod "/modules/$m" 2>/dev/null; done
-    for i in 1 2 3 4 5 6 7 8 9 10; do [ -e "/dev/$hvc" ] && break; sleep 1; done
+    for i in 1 2 3 4 5 6 7 8 9 10; do grep -q "^$hvc " /proc/consoles && break; sleep 1; done
     exec <"/dev/$hvc" >"/dev/$hvc" 2>&1
 fi
 # Sequential read of the 64 MiB benchmark disk, timed by the guest's clock.
