@@ -33,44 +33,113 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// Line status: data ready, break interrupt.
+const LSR: u8 = 5;
+const LSR_DATA_READY: u8 = 0x01;
+const LSR_BREAK: u8 = 0x10;
+
+/// Host input waiting for room in the receive FIFO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    Byte(u8),
+    /// A break condition (for the magic SysRq key): a zero byte the line
+    /// status marks as a break.
+    Break,
+}
+
 pub struct Serial8250 {
     uart: Serial<IrqTrigger, NoEvents, Box<dyn Write + Send>>,
-    pending: VecDeque<u8>,
+    pending: VecDeque<Input>,
+    fifo_size: usize,
+    /// The byte at the head of the receive FIFO is a break.
+    break_at_head: bool,
 }
 
 impl Serial8250 {
     pub fn new(irq: IrqLine, out: Box<dyn Write + Send>) -> Self {
+        let uart = Serial::new(IrqTrigger(irq), out);
         Serial8250 {
-            uart: Serial::new(IrqTrigger(irq), out),
+            fifo_size: uart.fifo_capacity(),
+            uart,
             pending: VecDeque::new(),
+            break_at_head: false,
         }
     }
 
     fn refill(&mut self) {
-        while !self.pending.is_empty() && self.uart.fifo_capacity() > 0 {
-            let (front, _) = self.pending.as_slices();
-            let n = front.len().min(self.uart.fifo_capacity());
-            match self.uart.enqueue_raw_bytes(&front[..n]) {
-                Ok(done) => {
-                    self.pending.drain(..done);
+        loop {
+            match self.pending.front() {
+                None => return,
+                Some(Input::Break) => {
+                    // Only the FIFO's head can be marked as a break.
+                    if self.break_at_head || self.uart.fifo_capacity() < self.fifo_size {
+                        return;
+                    }
+                    if let Err(e) = self.uart.enqueue_raw_bytes(&[0]) {
+                        log::debug!("serial: cannot queue a break: {e}");
+                        return;
+                    }
+                    self.break_at_head = true;
+                    self.pending.pop_front();
                 }
-                Err(e) => {
-                    log::debug!("serial: cannot queue input: {e}");
-                    break;
+                Some(Input::Byte(_)) => {
+                    let room = self.uart.fifo_capacity();
+                    let bytes: Vec<u8> = self
+                        .pending
+                        .iter()
+                        .take(room)
+                        .map_while(|i| match i {
+                            Input::Byte(b) => Some(*b),
+                            Input::Break => None,
+                        })
+                        .collect();
+                    if bytes.is_empty() {
+                        return;
+                    }
+                    match self.uart.enqueue_raw_bytes(&bytes) {
+                        Ok(done) => {
+                            self.pending.drain(..done);
+                            if done < bytes.len() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            log::debug!("serial: cannot queue input: {e}");
+                            return;
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Sends a break followed by `key`: the magic SysRq sequence of a
+    /// serial console.
+    pub fn sysrq(&mut self, key: u8) {
+        self.pending.push_back(Input::Break);
+        self.pending.push_back(Input::Byte(key));
+        self.refill();
+    }
+
+    fn read_reg(&mut self, reg: u8) -> u8 {
+        let v = self.uart.read(reg);
+        match reg {
+            0 if self.break_at_head => {
+                self.break_at_head = false;
+                v
+            }
+            LSR if self.break_at_head => v | LSR_BREAK,
+            _ => v,
         }
     }
 
     /// Takes one byte of console input, as a read of the receive buffer
     /// would: for a second console (RISC-V SBI) sharing this input.
     pub fn read_input_byte(&mut self) -> Option<u8> {
-        const LSR: u8 = 5;
-        const LSR_DATA_READY: u8 = 1;
         if self.uart.read(LSR) & LSR_DATA_READY == 0 {
             return None;
         }
-        let byte = self.uart.read(0);
+        let byte = self.read_reg(0);
         self.refill();
         Some(byte)
     }
@@ -83,7 +152,11 @@ impl Serial8250 {
                 bytes.len() - room
             );
         }
-        self.pending.extend(&bytes[..bytes.len().min(room)]);
+        self.pending.extend(
+            bytes[..bytes.len().min(room)]
+                .iter()
+                .map(|b| Input::Byte(*b)),
+        );
         self.refill();
     }
 }
@@ -94,7 +167,7 @@ impl BusDevice for Serial8250 {
             return;
         };
         *first = match u8::try_from(offset) {
-            Ok(reg) if offset < UART_LEN => self.uart.read(reg),
+            Ok(reg) if offset < UART_LEN => self.read_reg(reg),
             _ => 0xff,
         };
         self.refill();
@@ -122,6 +195,11 @@ pub struct SerialConsole(pub Arc<Mutex<Serial8250>>);
 impl ConsoleSink for SerialConsole {
     fn queue_input(&self, bytes: &[u8]) {
         lock(&self.0).queue(bytes);
+    }
+
+    fn sysrq(&self, key: u8) -> bool {
+        lock(&self.0).sysrq(key);
+        true
     }
 }
 
@@ -179,6 +257,28 @@ mod tests {
             got.push(b[0]);
         }
         assert_eq!(got, input);
+    }
+
+    #[test]
+    fn sysrq_is_a_break_then_the_key() {
+        let (mut u, _, _) = uart();
+        u.queue(b"ab");
+        u.sysrq(b'h');
+        let mut seen = Vec::new();
+        let mut lsr = [0u8];
+        for _ in 0..100 {
+            u.read(5, &mut lsr);
+            if lsr[0] & 1 == 0 {
+                break;
+            }
+            let mut b = [0u8];
+            u.read(0, &mut b);
+            seen.push((b[0], lsr[0] & LSR_BREAK != 0));
+        }
+        assert_eq!(
+            seen,
+            vec![(b'a', false), (b'b', false), (0, true), (b'h', false)]
+        );
     }
 
     #[test]

@@ -26,6 +26,11 @@ impl HvTerm {
 }
 
 impl ConsoleSink for HvTerm {
+    fn sysrq(&self, key: u8) -> bool {
+        self.queue_input(&[crate::term::HVC_SYSRQ, key]);
+        true
+    }
+
     fn queue_input(&self, bytes: &[u8]) {
         let mut q = lock(&self.input);
         let room = MAX_PENDING.saturating_sub(q.len());

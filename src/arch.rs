@@ -91,6 +91,10 @@ pub trait Arch: Sized + Send + Sync + 'static {
     fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
     /// The vCPU's registers, for crash reports at `--loglevel debug`.
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String;
+    /// Injects a non-maskable interrupt (`lkvm debug --nmi`).
+    fn inject_nmi(&self, _vcpu: &Vcpu) -> Result<(), String> {
+        Err("NMI injection is only available on x86_64".into())
+    }
 }
 
 cfg_if::cfg_if! {

@@ -27,24 +27,121 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the version of lkvm
     Version,
-    /// Set up a rootfs for a guest
-    Setup(Unsupported),
-    /// List running instances
-    List(Unsupported),
+    /// Set up a rootfs for a guest (~/.lkvm/NAME)
+    Setup(SetupArgs),
+    /// List running instances and rootfs directories
+    List(ListArgs),
     /// Stop a running instance
-    Stop(Unsupported),
+    Stop(TargetArgs),
     /// Pause a running instance
-    Pause(Unsupported),
+    Pause(TargetArgs),
     /// Resume a paused instance
-    Resume(Unsupported),
+    Resume(TargetArgs),
     /// Print statistics about a running instance
-    Stat(Unsupported),
+    Stat(StatArgs),
     /// Inflate or deflate the balloon of a running instance
-    Balloon(Unsupported),
+    Balloon(BalloonArgs),
     /// Debug a running instance
-    Debug(Unsupported),
-    /// Run a command in a sandboxed guest
-    Sandbox(Unsupported),
+    Debug(DebugArgs),
+    /// Run a command in a sandboxed guest and return its exit code
+    Sandbox(Box<SandboxArgs>),
+}
+
+/// `lkvm setup NAME`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Name of the rootfs (a directory under ~/.lkvm)
+    pub name: String,
+}
+
+/// `lkvm list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// List running instances only
+    #[arg(short = 'i', long = "run")]
+    pub run: bool,
+    /// List rootfs directories only
+    #[arg(short = 'r', long)]
+    pub rootfs: bool,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which running guests a command acts on.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Instance name
+    #[arg(
+        short = 'n',
+        long,
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub name: Option<String>,
+    /// Every running instance
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// `lkvm stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Memory statistics (from the guest's balloon)
+    #[arg(short = 'm', long)]
+    pub memory: bool,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lkvm balloon`.
+#[derive(Debug, Args)]
+pub struct BalloonArgs {
+    /// Instance name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Take this many MiB from the guest
+    #[arg(
+        short = 'i',
+        long,
+        value_name = "MB",
+        conflicts_with = "deflate",
+        required_unless_present = "deflate"
+    )]
+    pub inflate: Option<u64>,
+    /// Give this many MiB back to the guest
+    #[arg(short = 'd', long, value_name = "MB")]
+    pub deflate: Option<u64>,
+}
+
+/// `lkvm debug`.
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// Instance name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Print every vCPU's registers and the memory map
+    #[arg(short = 'd', long)]
+    pub dump: bool,
+    /// Inject an NMI into vCPU CPU (x86_64)
+    #[arg(short = 'm', long, value_name = "CPU")]
+    pub nmi: Option<u32>,
+    /// Send the magic SysRq key C to the guest's console
+    #[arg(short = 's', long, value_name = "C")]
+    pub sysrq: Option<char>,
+}
+
+/// `lkvm sandbox [run options] -- COMMAND [ARGS...]`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The command to run inside the guest
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 impl Command {
@@ -63,14 +160,6 @@ impl Command {
             Command::Sandbox(_) => "sandbox",
         }
     }
-}
-
-/// Arguments of a command lkvm does not implement yet, kept whole so the
-/// refusal names the command instead of a parse error.
-#[derive(Debug, Args)]
-pub struct Unsupported {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -279,7 +368,7 @@ pub fn rewrite_kvmtool_spellings<I: IntoIterator<Item = std::ffi::OsString>>(
     out
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     // --- Basic options ---
     /// A name for the guest

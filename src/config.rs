@@ -192,6 +192,10 @@ impl VmConfig {
         if !self.nodefaults && !defaults.is_empty() {
             parts.push(defaults.as_str());
         }
+        // The guest must know where its root is, defaults or not.
+        if self.virtio.rootfs.is_some() {
+            parts.push(crate::rootfs::ROOT_PARAMS);
+        }
         if !self.params.is_empty() {
             parts.push(self.params.as_str());
         }

@@ -2,7 +2,8 @@
 //! every vCPU thread is told to leave `KVM_RUN`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -23,6 +24,8 @@ pub enum GuestExit {
     Reset,
     /// The user typed the escape sequence.
     Quit,
+    /// `lkvm stop` asked for it.
+    Stopped,
     /// lkvm received a terminating signal.
     Signal(i32),
     /// The guest or KVM failed: triple fault, internal error, failed entry.
@@ -43,7 +46,9 @@ pub const EXIT_GUEST_CRASH: i32 = 3;
 impl GuestExit {
     pub fn exit_code(&self) -> i32 {
         match self {
-            GuestExit::PowerOff | GuestExit::Reset | GuestExit::Quit => EXIT_OK,
+            GuestExit::PowerOff | GuestExit::Reset | GuestExit::Quit | GuestExit::Stopped => {
+                EXIT_OK
+            }
             GuestExit::Signal(sig) => 128 + sig,
             GuestExit::Crash(_) => EXIT_GUEST_CRASH,
             GuestExit::VmmError(_) => EXIT_ERROR,
@@ -59,6 +64,15 @@ pub struct VmControl {
     kickers: Mutex<Vec<(u32, VcpuKicker)>>,
     work: Mutex<Vec<(u32, VcpuWork)>>,
     pending_work: AtomicUsize,
+    pause: Mutex<PauseState>,
+    /// Wakes parked vCPUs (resume, queued work, the end) and pausers.
+    pause_cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    requested: bool,
+    parked: usize,
 }
 
 impl std::fmt::Debug for VmControl {
@@ -80,6 +94,8 @@ impl VmControl {
             kickers: Mutex::new(Vec::new()),
             work: Mutex::new(Vec::new()),
             pending_work: AtomicUsize::new(0),
+            pause: Mutex::new(PauseState::default()),
+            pause_cv: Condvar::new(),
         })
     }
 
@@ -99,6 +115,7 @@ impl VmControl {
             log::warn!("cannot signal VM exit: {e}");
         }
         self.kick_all();
+        self.pause_cv.notify_all();
     }
 
     /// True once the VM is ending; vCPU loops check it before every run.
@@ -129,6 +146,69 @@ impl VmControl {
         if let Some((_, k)) = lock(&self.kickers).iter().find(|(v, _)| *v == id) {
             k.kick();
         }
+        self.pause_cv.notify_all();
+    }
+
+    /// The vCPU ids that have started.
+    pub fn vcpu_ids(&self) -> Vec<u32> {
+        lock(&self.kickers).iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Stops every vCPU before its next guest instruction and waits (up to
+    /// `timeout`) until they are parked. Returns how many are. A vCPU held
+    /// elsewhere (a PowerPC CPU stopped by the guest) parks when it wakes.
+    pub fn pause(&self, timeout: Duration) -> usize {
+        lock(&self.pause).requested = true;
+        self.kick_all();
+        let want = lock(&self.kickers).len();
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.pause);
+        while st.parked < want && !self.is_stopping() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = match self.pause_cv.wait_timeout(st, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        st.parked
+    }
+
+    pub fn resume(&self) {
+        lock(&self.pause).requested = false;
+        self.pause_cv.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        lock(&self.pause).requested
+    }
+
+    /// Called by vCPU `id` between runs: while the VM is paused, blocks,
+    /// still doing the work queued for it (`lkvm debug` dumps a paused VM).
+    pub fn park_while_paused(&self, id: u32, mut run_work: impl FnMut(Vec<VcpuWork>)) {
+        let mut st = lock(&self.pause);
+        if !st.requested {
+            return;
+        }
+        st.parked += 1;
+        self.pause_cv.notify_all();
+        log::debug!("vCPU {id} paused");
+        while st.requested && !self.is_stopping() {
+            drop(st);
+            run_work(self.take_work(id));
+            st = lock(&self.pause);
+            if !st.requested || self.is_stopping() || self.pending_work.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            st = match self.pause_cv.wait_timeout(st, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        st.parked -= 1;
+        log::debug!("vCPU {id} resumed");
     }
 
     /// The work queued for vCPU `id` (cheap when there is none).
@@ -183,5 +263,50 @@ mod tests {
         assert_eq!(ctl.take_work(1).len(), 0);
         assert_eq!(ctl.take_work(0).len(), 1);
         assert_eq!(ctl.pending_work.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn pause_parks_every_vcpu_until_resume_and_work_still_runs() {
+        use std::sync::Arc;
+        let ctl = Arc::new(VmControl::new().unwrap());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..2u32)
+            .map(|id| {
+                let (ctl, ran) = (ctl.clone(), ran.clone());
+                std::thread::spawn(move || {
+                    // The kick signal's handler, with no vCPU behind it.
+                    crate::kvm::kick::bind(std::ptr::null_mut()).unwrap();
+                    ctl.add_vcpu(id, VcpuKicker::current());
+                    while !ctl.is_stopping() {
+                        ctl.park_while_paused(id, |work| {
+                            ran.fetch_add(work.len(), Ordering::SeqCst);
+                        });
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        while ctl.vcpu_ids().len() < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ctl.pause(Duration::from_secs(5)), 2);
+        assert!(ctl.is_paused());
+        ctl.run_on_vcpu(1, Box::new(|_| {}));
+        let t = Instant::now();
+        while ran.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "work runs on a paused vCPU");
+        ctl.resume();
+        let t = Instant::now();
+        while lock(&ctl.pause).parked > 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lock(&ctl.pause).parked, 0);
+        ctl.request_exit(GuestExit::Stopped);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(GuestExit::Stopped.exit_code(), 0);
     }
 }

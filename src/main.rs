@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use lkvm::cli::{Cli, Command, RunArgs};
+use lkvm::cli::{Cli, Command, RunArgs, SandboxArgs};
 use lkvm::config::{self, VmConfig};
 use lkvm::control::{GuestExit, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-use lkvm::{logger, vmm};
+use lkvm::ipc::proto::Request;
+use lkvm::{commands, logger, rootfs, vmm};
 
 fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
@@ -36,15 +37,20 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    match run_guest(args) {
+        Ok(exit) => code(exit.exit_code()),
+        Err(msg) => fail(&msg),
+    }
+}
+
+/// Boots the guest and runs it to its end.
+fn run_guest(args: &RunArgs) -> Result<GuestExit, String> {
     let mut level = args.loglevel.filter();
     if (args.debug_ioport || args.debug_mmio) && level < log::LevelFilter::Info {
         level = log::LevelFilter::Info;
     }
     logger::init(level);
-    let cfg = match VmConfig::from_args(args, config::Host::probe()) {
-        Ok(c) => c,
-        Err(e) => return fail(&one_line(&e)),
-    };
+    let cfg = VmConfig::from_args(args, config::Host::probe()).map_err(|e| one_line(&e))?;
     log::info!(
         "# lkvm run -k {} -m {} -c {} --name {}",
         cfg.kernel.display(),
@@ -52,15 +58,58 @@ fn run(args: &RunArgs) -> ExitCode {
         cfg.cpus,
         cfg.name
     );
-    match vmm::run(&cfg) {
-        Ok(exit) => {
-            match &exit {
-                GuestExit::Crash(msg) => log::error!("{msg}"),
-                GuestExit::VmmError(msg) => log::error!("{msg}"),
-                other => log::debug!("guest ended: {other:?}"),
+    let exit = vmm::run(&cfg).map_err(|e| one_line(&e))?;
+    match &exit {
+        GuestExit::Crash(msg) => log::error!("{msg}"),
+        GuestExit::VmmError(msg) => log::error!("{msg}"),
+        other => log::debug!("guest ended: {other:?}"),
+    }
+    Ok(exit)
+}
+
+/// `lkvm sandbox`: boots a rootfs that runs COMMAND, and returns COMMAND's
+/// exit status.
+fn sandbox(args: &SandboxArgs) -> ExitCode {
+    let mut run_args = args.run.clone();
+    let root = match run_args.disk.iter().find_map(|d| rootfs::resolve(d)) {
+        Some(r) => r,
+        None => match rootfs::resolve(rootfs::DEFAULT_SANDBOX) {
+            Some(r) => {
+                run_args.disk.push(rootfs::DEFAULT_SANDBOX.to_string());
+                r
             }
-            code(exit.exit_code())
+            None => match rootfs::setup(rootfs::DEFAULT_SANDBOX) {
+                Ok(r) => {
+                    run_args.disk.push(rootfs::DEFAULT_SANDBOX.to_string());
+                    r
+                }
+                Err(e) => return fail(&one_line(&e)),
+            },
+        },
+    };
+    if let Err(e) = rootfs::arm_sandbox(&root, &args.command) {
+        return fail(&one_line(&e));
+    }
+    let exit = match run_guest(&run_args) {
+        Ok(exit) => exit,
+        Err(msg) => {
+            let _ = rootfs::sandbox_status(&root);
+            return fail(&msg);
         }
+    };
+    match rootfs::sandbox_status(&root) {
+        Ok(status) => code(status.clamp(0, 255)),
+        Err(e) => {
+            log::debug!("guest ended: {exit:?}");
+            fail(&one_line(&e))
+        }
+    }
+}
+
+/// Runs a command that talks to running guests, or fails with one line.
+fn client(result: Result<(), lkvm::ipc::Error>) -> ExitCode {
+    match result {
+        Ok(()) => code(EXIT_OK),
         Err(e) => fail(&one_line(&e)),
     }
 }
@@ -96,6 +145,25 @@ fn main() -> ExitCode {
             println!("lkvm version {}", env!("CARGO_PKG_VERSION"));
             code(EXIT_OK)
         }
-        other => fail(&format!("'lkvm {}' is not supported yet", other.name())),
+        Command::List(a) => client(commands::list(a)),
+        Command::Stop(t) => client(commands::lifecycle(Request::Stop, t)),
+        Command::Pause(t) => client(commands::lifecycle(Request::Pause, t)),
+        Command::Resume(t) => client(commands::lifecycle(Request::Resume, t)),
+        Command::Stat(a) => client(commands::stat(a)),
+        Command::Balloon(a) => client(commands::balloon(a)),
+        Command::Debug(a) => client(commands::debug(a)),
+        Command::Setup(a) => match rootfs::setup(&a.name) {
+            Ok(dir) => {
+                println!(
+                    "rootfs {} is ready in {}; boot it with: lkvm run -k KERNEL -d {}",
+                    a.name,
+                    dir.display(),
+                    a.name
+                );
+                code(EXIT_OK)
+            }
+            Err(e) => fail(&one_line(&e)),
+        },
+        Command::Sandbox(a) => sandbox(a),
     }
 }

@@ -12,7 +12,17 @@ use nix::sys::termios::{self, SetArg, Termios};
 /// Receives console input for the guest.
 pub trait ConsoleSink: Send + Sync {
     fn queue_input(&self, bytes: &[u8]);
+
+    /// Sends the magic SysRq key `key` the way this console carries it.
+    /// False if it cannot.
+    fn sysrq(&self, _key: u8) -> bool {
+        false
+    }
 }
+
+/// On an hvc console (PowerPC's hvterm, virtio-console) SysRq is Ctrl-O
+/// followed by the key.
+pub const HVC_SYSRQ: u8 = 0x0f;
 
 /// The escape key: Ctrl-A, as in QEMU and kvmtool-adjacent tools.
 pub const ESCAPE: u8 = 0x01;

@@ -91,6 +91,11 @@ fn run(mut vcpu: Vcpu, ctx: &VcpuContext) {
         for work in ctx.ctl.take_work(id) {
             work(&vcpu);
         }
+        ctx.ctl.park_while_paused(id, |queued| {
+            for work in queued {
+                work(&vcpu);
+            }
+        });
         let step = match vcpu.run() {
             Ok(exit) => handle(id, exit, ctx),
             Err(e) => Step::End(GuestExit::VmmError(format!("vCPU {id}: {e}"))),

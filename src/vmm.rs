@@ -14,6 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::arch::{Arch, HostArch, Platform};
 use crate::config::{self, VmConfig};
 use crate::control::{GuestExit, VmControl};
+use crate::handle::VmHandle;
+use crate::ipc::server::ControlSocket;
 use crate::kvm::{self, caps, Kvm};
 use crate::loader;
 use crate::memory::{self, Backing, GuestRam, MemoryPolicy};
@@ -46,6 +48,8 @@ pub enum Error {
     Thread(#[source] io::Error),
     #[error(transparent)]
     Virtio(#[from] crate::virtio::setup::Error),
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::Error),
     #[error("{0}: virtio devices are not supported on this architecture yet")]
     VirtioNotPlaced(&'static str),
 }
@@ -106,6 +110,9 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     let mut phases = Phases::new();
     let mut arch = HostArch::new(cfg).map_err(arch_err)?;
     check_host(cfg)?;
+    // Claim the name first: a second guest with a live name is refused
+    // before anything is built.
+    let socket = ControlSocket::bind(&cfg.name)?;
     if let Some(dir) = &cfg.hugetlbfs {
         memory::hugetlbfs_page_size(dir)?;
     }
@@ -193,8 +200,40 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     }
     phases.mark("loading the kernel");
 
+    let memory_map = ram
+        .slots()
+        .iter()
+        .map(|s| {
+            format!(
+                "slot {}: guest {:#x}-{:#x} ({} MiB) host {:#x}{}{}",
+                s.slot,
+                s.guest_addr,
+                s.guest_addr + s.size - 1,
+                s.size >> 20,
+                s.host_addr,
+                if s.flags.readonly { " read-only" } else { "" },
+                if s.flags.dirty_log { " dirty-log" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let arch = Arc::new(arch);
     let dump_arch = arch.clone();
+    let nmi_arch = arch.clone();
+    let handle = VmHandle {
+        name: cfg.name.clone(),
+        cpus: cfg.cpus,
+        ram_mib: cfg.ram_size >> 20,
+        ctl: ctl.clone(),
+        dump: Arc::new({
+            let a = arch.clone();
+            move |v: &crate::kvm::Vcpu| a.dump_vcpu(v)
+        }),
+        nmi: Arc::new(move |v: &crate::kvm::Vcpu| nmi_arch.inject_nmi(v)),
+        memory_map,
+        balloon: virtio.balloon.clone(),
+        console: console.clone(),
+    };
     let ctx = VcpuContext {
         pio: Arc::new(platform.pio),
         mmio: Arc::new(platform.mmio),
@@ -235,12 +274,27 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         }
     }
     phases.mark("starting vCPUs");
+    let server = match socket.serve(Arc::new(handle), ctl.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            ctl.request_exit(GuestExit::VmmError(format!(
+                "cannot start the control thread: {e}"
+            )));
+            None
+        }
+    };
 
     event_loop(&ctl, console.as_ref(), &sigfd);
     phases.mark("running the guest");
     for t in threads {
         if t.join().is_err() {
             log::error!("a vCPU thread panicked");
+        }
+    }
+    // The control thread removes the socket as it ends.
+    if let Some(t) = server {
+        if t.join().is_err() {
+            log::error!("the control thread panicked");
         }
     }
     drop(terminal);

@@ -78,6 +78,11 @@ impl Console {
 }
 
 impl ConsoleSink for ConsoleInput {
+    fn sysrq(&self, key: u8) -> bool {
+        self.queue_input(&[crate::term::HVC_SYSRQ, key]);
+        true
+    }
+
     fn queue_input(&self, bytes: &[u8]) {
         let mut p = lock(&self.pending);
         p.bytes.extend(bytes);

@@ -3,6 +3,7 @@
 //! steps every architecture shares (a virtio-mmio window with its
 //! interrupt and device-tree node; a function on the PCI root bus).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::balloon::{Balloon, BalloonControl};
@@ -46,6 +47,8 @@ pub enum ConfigError {
     Share(String),
     #[error("{0}")]
     Network(String),
+    #[error("-d {0}: only one root filesystem per guest (the first was {1})")]
+    TwoRoots(String, String),
 }
 
 impl Transport {
@@ -69,6 +72,8 @@ pub struct VirtioConfig {
     pub shares: Vec<ShareSpec>,
     pub nets: Vec<NetSpec>,
     pub balloon: bool,
+    /// A directory shared over 9p as the guest's root (`-d DIR|NAME`).
+    pub rootfs: Option<PathBuf>,
     /// `--console virtio`: the guest's console is a virtio-console.
     pub console: bool,
 }
@@ -88,8 +93,20 @@ impl VirtioConfig {
             disks: args
                 .disk
                 .iter()
+                .filter(|d| crate::rootfs::resolve(d).is_none())
                 .map(|d| DiskSpec::parse(d).map_err(|e| ConfigError::Disk(e.to_string())))
                 .collect::<Result<_, _>>()?,
+            rootfs: {
+                let mut roots = args
+                    .disk
+                    .iter()
+                    .filter_map(|d| crate::rootfs::resolve(d).map(|p| (d, p)));
+                let first = roots.next();
+                if let (Some((a, _)), Some((b, _))) = (&first, roots.next()) {
+                    return Err(ConfigError::TwoRoots(b.to_string(), a.to_string()));
+                }
+                first.map(|(_, p)| p)
+            },
             shares: args
                 .ninep
                 .iter()
@@ -155,6 +172,13 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
     }
     for (i, spec) in cfg.disks.iter().enumerate() {
         devices.push(Box::new(Block::open(spec, i)?));
+    }
+    if let Some(dir) = &cfg.rootfs {
+        let root = ShareSpec {
+            dir: dir.clone(),
+            tag: crate::rootfs::ROOT_TAG.to_string(),
+        };
+        devices.push(Box::new(Virtio9p::new(&root)?));
     }
     for spec in &cfg.shares {
         devices.push(Box::new(Virtio9p::new(spec)?));

@@ -386,6 +386,10 @@ impl Arch for X86 {
         Ok(())
     }
 
+    fn inject_nmi(&self, vcpu: &Vcpu) -> Result<(), String> {
+        vcpu.fd().nmi().map_err(|e| format!("KVM_NMI failed: {e}"))
+    }
+
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
         let mut out = String::new();
         match vcpu.fd().get_regs() {

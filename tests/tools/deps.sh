@@ -19,7 +19,7 @@ SRC
     $SUDO apt-get update -q
 fi
 
-host_pkgs=(device-tree-compiler cpio xz-utils zstd e2fsprogs binutils make)
+host_pkgs=(device-tree-compiler cpio xz-utils zstd e2fsprogs binutils make busybox-static)
 cross_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross
             gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
             gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)

@@ -1,0 +1,182 @@
+//! The commands that act on running guests from another terminal:
+//! `list`, `stop`, `pause`, `resume`, `stat`, `balloon`, `debug`.
+
+use crate::cli::{BalloonArgs, DebugArgs, ListArgs, StatArgs, TargetArgs};
+use crate::ipc::client::{ask, json_object, json_str, running};
+use crate::ipc::proto::{Answer, Request};
+use crate::ipc::{self, Error};
+
+/// The guests a command names: one by `-n`, or every running one by `-a`.
+fn targets(t: &TargetArgs) -> Result<Vec<String>, Error> {
+    match &t.name {
+        Some(n) => Ok(vec![n.clone()]),
+        None => running(),
+    }
+}
+
+/// A directory under ~/.lkvm that `lkvm setup` made.
+pub fn rootfs_names() -> Result<Vec<String>, Error> {
+    let home = ipc::home()?;
+    let mut names: Vec<String> = std::fs::read_dir(&home)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(crate::rootfs::MARKER).is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+pub fn list(args: &ListArgs) -> Result<(), Error> {
+    let (show_run, show_rootfs) = match (args.run, args.rootfs) {
+        (false, false) => (true, true),
+        other => other,
+    };
+    let mut rows: Vec<Vec<(String, String)>> = Vec::new();
+    if show_run {
+        for name in running()? {
+            // A guest that ends while we ask is simply not listed.
+            if let Ok(a) = ask(&name, &Request::Info) {
+                rows.push(a.fields);
+            }
+        }
+    }
+    if show_rootfs {
+        for name in rootfs_names()? {
+            rows.push(vec![
+                ("name".into(), name),
+                ("state".into(), "shut off".into()),
+                ("rootfs".into(), "yes".into()),
+            ]);
+        }
+    }
+    if args.json {
+        let items: Vec<String> = rows.iter().map(|r| json_object(r)).collect();
+        println!("[{}]", items.join(", "));
+        return Ok(());
+    }
+    let get = |r: &Vec<(String, String)>, k: &str| {
+        r.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    println!("{:>7} {:<24} STATE", "PID", "NAME");
+    println!("{}", "-".repeat(44));
+    for r in &rows {
+        println!(
+            "{:>7} {:<24} {}",
+            get(r, "pid"),
+            get(r, "name"),
+            get(r, "state")
+        );
+    }
+    Ok(())
+}
+
+/// `stop`, `pause` and `resume`.
+pub fn lifecycle(req: Request, t: &TargetArgs) -> Result<(), Error> {
+    let names = targets(t)?;
+    if names.is_empty() && t.all {
+        return Ok(());
+    }
+    let mut first_err = None;
+    for name in names {
+        match ask(&name, &req) {
+            Ok(_) => match req {
+                Request::Pause => println!("Guest {name} paused"),
+                Request::Resume => println!("Guest {name} resumed"),
+                _ => {}
+            },
+            Err(e) if t.all => {
+                eprintln!("lkvm: {e}");
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+pub fn stat(args: &StatArgs) -> Result<(), Error> {
+    let req = if args.memory {
+        Request::MemoryStats
+    } else {
+        Request::Info
+    };
+    let mut json = Vec::new();
+    for name in targets(&args.target)? {
+        let a = ask(&name, &req)?;
+        if args.json {
+            json.push(format!(
+                "{{\"name\": {}, \"{}\": {}}}",
+                json_str(&name),
+                if args.memory { "memory" } else { "info" },
+                json_object(&a.fields)
+            ));
+            continue;
+        }
+        print_stat(&name, &a, args.memory);
+    }
+    if args.json {
+        println!("[{}]", json.join(", "));
+    }
+    Ok(())
+}
+
+fn print_stat(name: &str, a: &Answer, memory: bool) {
+    if memory {
+        println!("Memory statistics of guest {name}:");
+    } else {
+        println!("Guest {name}:");
+    }
+    for (k, v) in &a.fields {
+        println!("  {:<20} {v}", k.replace('_', " "));
+    }
+}
+
+pub fn balloon(args: &BalloonArgs) -> Result<(), Error> {
+    let req = match (args.inflate, args.deflate) {
+        (Some(n), _) => Request::Inflate(n),
+        (None, Some(n)) => Request::Deflate(n),
+        (None, None) => {
+            return Err(Error::Refused(
+                args.name.clone(),
+                "give -i/--inflate or -d/--deflate".into(),
+            ))
+        }
+    };
+    let a = ask(&args.name, &req)?;
+    println!(
+        "Guest {}: balloon target {} MiB",
+        args.name,
+        a.get("target_mib").unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub fn debug(args: &DebugArgs) -> Result<(), Error> {
+    let mut did = false;
+    if let Some(cpu) = args.nmi {
+        ask(&args.name, &Request::Nmi(cpu))?;
+        println!("Guest {}: NMI sent to vCPU {cpu}", args.name);
+        did = true;
+    }
+    if let Some(key) = args.sysrq {
+        let k = u8::try_from(key)
+            .ok()
+            .filter(u8::is_ascii_graphic)
+            .ok_or_else(|| {
+                Error::Refused(args.name.clone(), format!("'{key}' is not a SysRq key"))
+            })?;
+        ask(&args.name, &Request::Sysrq(k))?;
+        println!("Guest {}: SysRq '{key}' sent", args.name);
+        did = true;
+    }
+    if args.dump || !did {
+        let a = ask(&args.name, &Request::Dump)?;
+        println!("{}", a.text("dump"));
+    }
+    Ok(())
+}

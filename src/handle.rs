@@ -1,0 +1,159 @@
+//! A running VM as the control socket sees it: what `lkvm stop/pause/
+//! resume/stat/balloon/debug` do to it.
+
+use std::fmt::Write as _;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::control::{GuestExit, VmControl};
+use crate::ipc::server::GuestOps;
+use crate::kvm::Vcpu;
+use crate::term::ConsoleSink;
+use crate::virtio::balloon::{tags, BalloonControl};
+
+/// How long a vCPU may take to answer a request (it answers between two
+/// `KVM_RUN`s, or when a paused vCPU wakes for queued work).
+const VCPU_ANSWER: Duration = Duration::from_secs(2);
+
+pub type VcpuFn<T> = Arc<dyn Fn(&Vcpu) -> T + Send + Sync>;
+
+pub struct VmHandle {
+    pub name: String,
+    pub cpus: u32,
+    pub ram_mib: u64,
+    pub ctl: Arc<VmControl>,
+    pub dump: VcpuFn<String>,
+    pub nmi: VcpuFn<Result<(), String>>,
+    /// The memory map, as `lkvm debug --dump` prints it.
+    pub memory_map: String,
+    pub balloon: Option<BalloonControl>,
+    pub console: Arc<dyn ConsoleSink>,
+}
+
+/// The balloon's statistic names, as `lkvm stat -m` prints them.
+pub fn stat_name(tag: u16) -> String {
+    match tag {
+        tags::SWAP_IN => "swap_in".into(),
+        tags::SWAP_OUT => "swap_out".into(),
+        tags::MAJOR_FAULTS => "major_faults".into(),
+        tags::MINOR_FAULTS => "minor_faults".into(),
+        tags::FREE_MEMORY => "free_memory".into(),
+        tags::TOTAL_MEMORY => "total_memory".into(),
+        tags::AVAILABLE_MEMORY => "available_memory".into(),
+        tags::DISK_CACHES => "disk_caches".into(),
+        other => format!("tag_{other}"),
+    }
+}
+
+impl VmHandle {
+    fn balloon(&self) -> Result<&BalloonControl, String> {
+        self.balloon
+            .as_ref()
+            .ok_or_else(|| "the guest has no balloon device (start it with --balloon)".to_string())
+    }
+
+    /// Runs `f` on vCPU `id`'s thread and waits for its answer.
+    fn on_vcpu<T: Send + 'static>(&self, id: u32, f: VcpuFn<T>) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        self.ctl.run_on_vcpu(
+            id,
+            Box::new(move |v| {
+                let _ = tx.send(f(v));
+            }),
+        );
+        rx.recv_timeout(VCPU_ANSWER).ok()
+    }
+}
+
+impl GuestOps for VmHandle {
+    fn info(&self) -> Vec<(&'static str, String)> {
+        let state = if self.ctl.is_paused() {
+            "paused"
+        } else {
+            "running"
+        };
+        vec![
+            ("name", self.name.clone()),
+            ("pid", std::process::id().to_string()),
+            ("state", state.into()),
+            ("cpus", self.cpus.to_string()),
+            ("mem_mib", self.ram_mib.to_string()),
+        ]
+    }
+
+    fn stop(&self) {
+        log::info!("stopped by 'lkvm stop'");
+        self.ctl.request_exit(GuestExit::Stopped);
+    }
+
+    fn pause(&self) -> Result<usize, String> {
+        let parked = self.ctl.pause(VCPU_ANSWER);
+        log::info!("paused ({parked} vCPUs parked)");
+        Ok(parked)
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        if !self.ctl.is_paused() {
+            return Err("the guest is not paused".into());
+        }
+        self.ctl.resume();
+        log::info!("resumed");
+        Ok(())
+    }
+
+    fn memory_stats(&self) -> Result<Vec<(String, u64)>, String> {
+        let b = self.balloon()?;
+        // A guest that does not answer still has its last report.
+        let stats = b.refresh_stats(VCPU_ANSWER).unwrap_or_else(|| b.stats());
+        let mut out: Vec<(String, u64)> = stats
+            .into_iter()
+            .map(|(tag, value)| (stat_name(tag), value))
+            .collect();
+        out.push(("balloon_target_mib".into(), b.target_mib()));
+        out.push(("balloon_actual_mib".into(), b.actual_mib()));
+        Ok(out)
+    }
+
+    fn inflate(&self, mib: u64) -> Result<u64, String> {
+        self.balloon()?.inflate_mib(mib).map_err(|e| e.to_string())
+    }
+
+    fn deflate(&self, mib: u64) -> Result<u64, String> {
+        self.balloon()?.deflate_mib(mib).map_err(|e| e.to_string())
+    }
+
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        let mut ids = self.ctl.vcpu_ids();
+        ids.sort_unstable();
+        for id in ids {
+            match self.on_vcpu(id, self.dump.clone()) {
+                Some(regs) => {
+                    let _ = writeln!(out, "vCPU {id}:\n{regs}");
+                }
+                None => {
+                    let _ = writeln!(out, "vCPU {id}: not answering (held outside KVM_RUN)");
+                }
+            }
+        }
+        let _ = write!(out, "memory map:\n{}", self.memory_map);
+        out
+    }
+
+    fn nmi(&self, cpu: u32) -> Result<(), String> {
+        if !self.ctl.vcpu_ids().contains(&cpu) {
+            return Err(format!("the guest has no vCPU {cpu}"));
+        }
+        self.on_vcpu(cpu, self.nmi.clone())
+            .unwrap_or_else(|| Err(format!("vCPU {cpu} is not answering")))
+    }
+
+    fn sysrq(&self, key: u8) -> Result<(), String> {
+        if self.console.sysrq(key) {
+            Ok(())
+        } else {
+            Err("this console cannot carry SysRq".into())
+        }
+    }
+}
