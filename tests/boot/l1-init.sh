@@ -22,6 +22,15 @@ echo "LKVM-L1-READY"
 
 cpus=$(arg lkvm.cpus); mem=$(arg lkvm.mem); token=$(arg lkvm.token)
 extra=$(arg lkvm.extra | tr ',' ' '); mode=$(arg lkvm.mode)
+if [ "$mode" = sandbox ]; then
+    # lkvm sandbox sets up the default rootfs (~/.lkvm/default) and runs
+    # the command in it; its exit status must come back.
+    echo "LKVM-START lkvm sandbox -- sh -c 'uname -m; exit 3'"
+    /lkvm sandbox -k /l2/kernel -i /l2/initrd-sandbox.cpio.gz -c "$cpus" -m "$mem" $extra \
+        -p "$(cat /l2/params)" -- sh -c 'uname -m; exit 3'
+    echo "LKVM-EXIT rc=$?"
+    poweroff -f
+fi
 initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
 params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"

@@ -61,17 +61,20 @@ class Case:
     text that must appear in L2's console output and text that must not."""
 
     def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False, irqs=None):
+                 virtio=False, irqs=None, sandbox=False):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
         # virtio: give L2 a disk, a 9p share and an rng and check them;
         # irqs: text L2's virtio interrupt lines must show (e.g. "MSI").
         self.virtio, self.irqs = virtio, irqs
+        # sandbox: L1 runs `lkvm sandbox -- sh -c 'uname -m; exit 3'`.
+        self.sandbox = sandbox
 
 
 MATRIX = {
-    "x86_64": [Case(1), Case(2), Case(2, virtio=True, irqs="MSI"),
-               Case(1, ["--console", "virtio"], virtio=True)],
+    # -c 2 boots come with virtio (blk, 9p, rng) checked from inside L2.
+    "x86_64": [Case(1), Case(2, virtio=True, irqs="MSI"),
+               Case(1, ["--console", "virtio"], virtio=True), Case(1, sandbox=True)],
     # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
     # and virtio-mmio with wired SPIs and the virtio console.
     "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
@@ -79,29 +82,31 @@ MATRIX = {
                 Case(2, ["--irqchip", "gicv3-its", "--pmu"], virtio=True, irqs="ITS-MSI"),
                 Case(2, ["--irqchip", "gicv2m"], l1="gicv2", virtio=True, irqs="MSI"),
                 Case(1, ["--virtio-transport", "mmio", "--console", "virtio"], virtio=True,
-                     irqs="GICv3")],
+                     irqs="GICv3"),
+                Case(1, sandbox=True)],
     # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
     # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
     # console (DBCN), which lkvm serves; the boot console's own "enabled"
     # line can only reach the console that way.
     "riscv64": [Case(1, ["--irqchip", "plic"]), Case(2, ["--irqchip", "plic"]),
-                Case(1, ["--irqchip", "aia"], l1="aia"), Case(2, ["--irqchip", "aia"], l1="aia"),
+                Case(1, ["--irqchip", "aia"], l1="aia"),
                 Case(2, [], kparams="earlycon=sbi", expect="bootconsole [sbi0] enabled"),
                 # Zicboz is one extension KVM can hide on the lab's L1.
                 Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz"),
                 # Virtio: PCI with MSI-X into the IMSIC; virtio-mmio on the PLIC.
                 Case(2, ["--irqchip", "aia"], l1="aia", virtio=True, irqs="MSI"),
                 Case(1, ["--irqchip", "plic", "--virtio-transport", "mmio"], virtio=True,
-                     irqs="PLIC")],
-    # pseries with nested HV (radix host), powernv9 (bare-metal radix host)
-    # and powernv9 booted disable_radix (hash host: the guest gets an HPT).
-    # Virtio behind the sPAPR PHB on XICS LSIs, in-kernel and userspace.
-    "ppc64le": [Case(1), Case(2), Case(2, ["--irqchip", "xics-user"]),
-                Case(2, virtio=True, irqs="XICS"),
-                Case(1, ["--irqchip", "xics-user", "--console", "virtio"], virtio=True),
+                     irqs="PLIC"),
+                Case(1, sandbox=True)],
+    # pseries with nested HV (radix host; virtio behind the PHB on in-kernel
+    # and userspace XICS), powernv9 (bare-metal radix host) and powernv9
+    # booted disable_radix (hash host: the guest gets an HPT).
+    "ppc64le": [Case(1), Case(2, virtio=True, irqs="XICS"),
+                Case(2, ["--irqchip", "xics-user", "--console", "virtio"], virtio=True),
                 Case(1, l1="powernv9"), Case(2, l1="powernv9"),
                 Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
-                Case(2, l1="powernv9-hash")],
+                Case(2, l1="powernv9-hash"),
+                Case(1, sandbox=True)],
 }
 
 
@@ -397,6 +402,7 @@ def l1_initramfs(arch, inputs):
     c.file("l2/kernel", inputs.l2_kernel.read_bytes())
     c.file("l2/initrd-test.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh"))
     c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
+    c.file("l2/initrd-sandbox.cpio.gz", l2_initramfs(arch, inputs, "sandbox-init.sh"))
     c.file("l2/params", (p["l2_params"] + "\n").encode())
     out = CACHE / "work" / arch / "l1.cpio.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -431,14 +437,16 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
-         kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None):
+         kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
+         sandbox=False):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
     initrd = initrd or l1_initramfs(arch, inputs)
     p = PINS[arch]
     token = secrets.token_hex(6)
-    append = (f"console={p['l1_console']} panic=-1 lkvm.mode=test lkvm.cpus={cpus} "
+    mode = "sandbox" if sandbox else "test"
+    append = (f"console={p['l1_console']} panic=-1 lkvm.mode={mode} lkvm.cpus={cpus} "
               f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)} "
               f"lkvm.kparams={','.join(kparams.split())}")
     if virtio:
@@ -450,6 +458,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     if virtio:
         rec["virtio"] = True
+    if sandbox:
+        rec["sandbox"] = True
     lines, marks = [], {}
     disk_dump, in_dump = [], False
     t0 = time.monotonic()
@@ -545,7 +555,9 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         # Boot time without the wait for the typed reply.
         rec["lkvm_start_to_marker_s"] = round(marks["ask"] - marks["lkvm_start"], 3)
     problems = []
-    if "marker" not in marks:
+    if sandbox:
+        problems = sandbox_problems(rec, lines, p["uname"], reason)
+    elif "marker" not in marks:
         problems.append(reason or "no L2 marker line")
     else:
         if rec["l2_arch"] != p["uname"]:
@@ -577,6 +589,22 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     else:
         rec["result"] = "pass"
     return rec
+
+
+def sandbox_problems(rec, lines, uname, reason):
+    """lkvm sandbox ran `uname -m; exit 3` in the guest: the architecture
+    must be printed on a line of its own and 3 must come back."""
+    start = next((i for i, l in enumerate(lines) if "LKVM-START" in l), len(lines))
+    said = [l.split("| ", 1)[-1].strip() for l in lines[start + 1:]]
+    rec["sandbox_uname"] = next((s for s in said if s == uname), None)
+    problems = []
+    if "lkvm_exit" not in rec:
+        return [reason or "lkvm sandbox never finished"]
+    if rec["sandbox_uname"] is None:
+        problems.append(f"the sandboxed uname -m never printed {uname!r}")
+    if rec["lkvm_exit"] != 3:
+        problems.append(f"lkvm sandbox returned {rec['lkvm_exit']}, expected the command's 3")
+    return problems
 
 
 def virtio_problems(rec, token, disk_dump):
@@ -621,7 +649,8 @@ def cmd_test(args):
         for case in MATRIX[arch]:
             rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
                        initrd=initrd, variant=case.l1, kparams=case.kparams, expect=case.expect,
-                       reject=case.reject, virtio=case.virtio, irqs=case.irqs)
+                       reject=case.reject, virtio=case.virtio, irqs=case.irqs,
+                       sandbox=case.sandbox)
             print(json.dumps(rec), flush=True)
             failed += rec["result"] != "pass"
     return 1 if failed else 0
@@ -632,7 +661,8 @@ def cmd_boot(args):
     if any("," in a for a in extra):
         raise LabError("lkvm options passed through the lab may not contain commas")
     rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
-               variant=args.l1, kparams=args.kparams, expect=args.expect, virtio=args.virtio)
+               variant=args.l1, kparams=args.kparams, expect=args.expect, virtio=args.virtio,
+               sandbox=args.sandbox)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
 
@@ -737,6 +767,8 @@ def main():
     b.add_argument("--expect", default=None, help="text L2's console must show")
     b.add_argument("--virtio", action="store_true",
                    help="give L2 a virtio disk, 9p share and rng, and check them")
+    b.add_argument("--sandbox", action="store_true",
+                   help="run `lkvm sandbox -- uname -m` in L1 instead of a boot")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
