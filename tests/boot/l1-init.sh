@@ -35,9 +35,20 @@ initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
 params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"
 virtio=$(arg lkvm.virtio)
+# Cases that use virtio drivers get the L2 initramfs that carries them.
+case "$virtio$(arg lkvm.bench) $extra" in
+    1*|*virtio*) [ "$mode" = shell ] || initrd=/l2/initrd-virtio.cpio.gz ;;
+esac
 if [ -n "$virtio" ]; then
-    extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng"
+    extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng -n mode=tap,tapif=lkvmtap0"
     params="$params lkvm.virtio=1"
+    # lkvm creates the tap; give L1's end an address once it exists, so L2
+    # can ping through virtio-net.
+    (
+        for i in $(seq 1 600); do [ -e /sys/class/net/lkvmtap0 ] && break; usleep 100000; done
+        ip addr add 10.0.2.1/24 dev lkvmtap0
+        ip link set lkvmtap0 up
+    ) &
 fi
 if [ -n "$(arg lkvm.bench)" ]; then
     # Sequential-read benchmark: a 64 MiB image for L2's /dev/vda.

@@ -47,7 +47,16 @@ if grep -q 'lkvm\.virtio' /proc/cmdline; then
         echo "$token" > /share/from-l2.txt
         umount /share
     fi
-    echo "LKVM-L2-VIRTIO rng=$rng blk=$blk 9p=$p9"
+    net=none
+    if [ -e /sys/class/net/eth0 ]; then
+        ip addr add 10.0.2.15/24 dev eth0
+        ip link set eth0 up
+        net=fail
+        for i in 1 2 3 4 5; do
+            if ping -c 1 -W 3 10.0.2.1 >/dev/null 2>&1; then net=ok; break; fi
+        done
+    fi
+    echo "LKVM-L2-VIRTIO rng=$rng blk=$blk 9p=$p9 net=$net"
     # How the devices interrupt (MSI-X vectors or a wired line), for checks.
     echo "LKVM-L2-IRQS $(grep virtio /proc/interrupts | tr -s ' ' | cut -d' ' -f$(( $(nproc) + 3 ))- | tr '\n' ';')"
 fi

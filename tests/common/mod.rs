@@ -224,3 +224,14 @@ impl Interactive {
         (status, self.output(), err)
     }
 }
+
+impl Drop for Interactive {
+    /// A test that fails half way must not leave its guest running (and
+    /// eating CPU under everything that runs after it).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
