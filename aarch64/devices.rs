@@ -1,7 +1,8 @@
 //! Where arm64 puts virtio devices: virtio-mmio windows from 0x0200_0000,
 //! or functions behind a `pci-host-ecam-generic` bridge, each with a level
-//! SPI of its own; MSI-X goes to the ITS (with the requester id as device
-//! id) or through the GICv2m frame, and is not offered on a plain GIC.
+//! SPI of its own; MSI-X goes to the ITS through irqfds (with the requester
+//! id as device id) or through the GICv2m frame, and is not offered on a
+//! plain GIC.
 
 use std::sync::Arc;
 
@@ -10,22 +11,10 @@ use super::layout::{
     PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
 };
 use crate::arch::Platform;
-use crate::irq::{self, IrqChip, MsiSink};
-use crate::kvm::{MsiMessage, Vm};
+use crate::irq::{self, IrqChip, MsiSink, RoutedMsi};
+use crate::kvm::MsiMessage;
+use crate::msi::MsiRouter;
 use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
-
-/// MSIs into a GICv3 ITS, which identifies the sender by its requester id.
-pub struct ItsMsi(pub Arc<Vm>);
-
-impl MsiSink for ItsMsi {
-    fn send(&self, msg: MsiMessage) -> Result<(), irq::Error> {
-        self.0.signal_msi(msg).map_err(|source| irq::Error::Msi {
-            addr: msg.addr,
-            data: msg.data,
-            source,
-        })
-    }
-}
 
 /// MSIs through lkvm's GICv2m frame: a write of an SPI INTID to its
 /// SETSPI register, which is what the guest programs into the vectors.
@@ -58,7 +47,13 @@ pub fn place_virtio(
     mut next_spi: u32,
 ) -> Result<Option<PciHostInfo>, setup::Error> {
     let msi: Option<Arc<dyn MsiSink>> = match (gic.kind, gic.v2m) {
-        (GicKind::V3Its, _) => Some(Arc::new(ItsMsi(p.vm.clone()))),
+        // The ITS identifies the sender by its requester id; vectors go
+        // through irqfds routed to their messages.
+        (GicKind::V3Its, _) => Some(Arc::new(RoutedMsi {
+            vm: p.vm.clone(),
+            router: MsiRouter::new(p.vm.clone(), Vec::new(), true),
+            with_devid: true,
+        })),
         (GicKind::V2m, Some((frame, _))) => Some(Arc::new(V2mMsi { frame, spis })),
         _ => None,
     };

@@ -1,7 +1,7 @@
 //! Where RISC-V puts virtio devices: virtio-mmio windows after the UART,
 //! or functions behind a `pci-host-ecam-generic` bridge. Each gets a level
 //! interrupt source of its own on the PLIC or APLIC; with AIA, MSI-X goes
-//! straight to the harts' IMSIC files.
+//! straight to the harts' IMSIC files, through irqfds.
 
 use std::sync::Arc;
 
@@ -11,7 +11,8 @@ use super::layout::{
     VIRTIO_MMIO_SIZE,
 };
 use crate::arch::Platform;
-use crate::irq::{IrqChip, MsiSink};
+use crate::irq::{IrqChip, MsiSink, RoutedMsi};
+use crate::msi::{aia_default_routes, MsiRouter};
 use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
 
 pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
@@ -29,7 +30,11 @@ pub fn place_virtio(
     chip: Arc<dyn IrqChip>,
 ) -> Result<Option<PciHostInfo>, setup::Error> {
     let msi: Option<Arc<dyn MsiSink>> = match kind {
-        IrqchipKind::Aia => Some(p.vm.clone()),
+        IrqchipKind::Aia => Some(Arc::new(RoutedMsi {
+            vm: p.vm.clone(),
+            router: MsiRouter::new(p.vm.clone(), aia_default_routes(NR_SOURCES), false),
+            with_devid: false,
+        })),
         IrqchipKind::Plic => None,
     };
     let mut next = UART_IRQ + 1;

@@ -95,6 +95,37 @@ impl IrqLine {
 /// architecture's own translation (a GICv2m frame turns them into SPIs).
 pub trait MsiSink: Send + Sync {
     fn send(&self, msg: crate::kvm::MsiMessage) -> Result<(), Error>;
+    /// Where vectors can get irqfds instead (KVM routes their MSIs).
+    fn router(&self) -> Option<std::sync::Arc<crate::msi::MsiRouter>> {
+        None
+    }
+}
+
+/// MSIs into an in-kernel irqchip: through irqfds routed by `router`,
+/// with `KVM_SIGNAL_MSI` as the fallback.
+pub struct RoutedMsi {
+    pub vm: std::sync::Arc<crate::kvm::Vm>,
+    pub router: std::sync::Arc<crate::msi::MsiRouter>,
+    /// The controller identifies senders (GICv3 ITS).
+    pub with_devid: bool,
+}
+
+impl MsiSink for RoutedMsi {
+    fn send(&self, msg: crate::kvm::MsiMessage) -> Result<(), Error> {
+        let msg = crate::kvm::MsiMessage {
+            devid: if self.with_devid { msg.devid } else { None },
+            ..msg
+        };
+        self.vm.signal_msi(msg).map_err(|source| Error::Msi {
+            addr: msg.addr,
+            data: msg.data,
+            source,
+        })
+    }
+
+    fn router(&self) -> Option<std::sync::Arc<crate::msi::MsiRouter>> {
+        Some(self.router.clone())
+    }
 }
 
 /// The in-kernel irqchip of x86 (LAPIC) and RISC-V (IMSIC), which take

@@ -2,8 +2,11 @@
 //! exposes in a BAR, the enable and function-mask bits of its capability,
 //! and delivery of a vector as an MSI (held as pending while masked).
 
+use std::sync::Arc;
+
 use crate::irq::MsiSink;
 use crate::kvm::MsiMessage;
+use crate::msi::{MsiIrqfd, MsiRouter};
 
 /// "No vector" in virtio's vector registers.
 pub const NO_VECTOR: u16 = 0xffff;
@@ -22,7 +25,6 @@ struct Entry {
     ctrl: u32,
 }
 
-#[derive(Debug)]
 pub struct Msix {
     entries: Vec<Entry>,
     pending: Vec<bool>,
@@ -30,12 +32,37 @@ pub struct Msix {
     function_masked: bool,
     /// The requester id interrupt controllers that need one (ITS) get.
     devid: u32,
+    /// Each vector's irqfd, where the platform routes MSIs through them;
+    /// a vector without one is sent with `MsiSink::send`.
+    irqfds: Vec<Option<MsiIrqfd>>,
+}
+
+impl std::fmt::Debug for Msix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Msix")
+            .field("vectors", &self.entries.len())
+            .field("enabled", &self.enabled)
+            .finish()
+    }
 }
 
 impl Msix {
-    /// A table of `vectors` entries, each masked, as after reset.
-    pub fn new(vectors: u16, devid: u32) -> Self {
+    /// A table of `vectors` entries, each masked, as after reset. With a
+    /// router, every vector gets an irqfd.
+    pub fn new(vectors: u16, devid: u32, router: Option<&Arc<MsiRouter>>) -> Self {
+        let irqfds = (0..vectors)
+            .map(|v| {
+                router.and_then(|r| match r.vector() {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        log::warn!("msi-x vector {v}: no irqfd ({e}); sending it instead");
+                        None
+                    }
+                })
+            })
+            .collect();
         Msix {
+            irqfds,
             entries: vec![
                 Entry {
                     ctrl: CTRL_MASKED,
@@ -107,6 +134,18 @@ impl Msix {
             data: e.data,
             devid: Some(self.devid),
         };
+        // Through the vector's irqfd, routed to this message on first use
+        // after the guest (re)programmed it.
+        if let Some(fd) = self.irqfds.get_mut(v).and_then(Option::as_mut) {
+            match fd.route(msg) {
+                Ok(()) if fd.trigger() => return,
+                Ok(()) => log::debug!("msi-x vector {v}: irqfd write failed; sending it"),
+                Err(e) => {
+                    log::warn!("msi-x vector {v}: {e}; sending it instead");
+                    self.irqfds[v] = None;
+                }
+            }
+        }
         if let Err(e) = sink.send(msg) {
             log::warn!("msi-x vector {v}: {e}");
         }
@@ -207,7 +246,7 @@ mod tests {
     #[test]
     fn vectors_deliver_when_enabled_and_unmasked() {
         let sink = RecordingMsi::default();
-        let mut m = Msix::new(3, 0x18);
+        let mut m = Msix::new(3, 0x18, None);
         assert_eq!(m.control(), 2);
         program(&mut m, 1, 0xfee0_0000, 0x41, &sink);
         assert!(m.fire(1, &sink));
@@ -236,7 +275,7 @@ mod tests {
     #[test]
     fn table_reads_back_and_odd_accesses_are_ignored() {
         let sink = RecordingMsi::default();
-        let mut m = Msix::new(2, 0);
+        let mut m = Msix::new(2, 0, None);
         program(&mut m, 0, 0x1234_5678_9abc_def0, 7, &sink);
         let mut d = [0u8; 4];
         m.table_read(4, &mut d);
@@ -249,5 +288,37 @@ mod tests {
         m.table_write(5 * 16, &[0; 4], &sink); // past the table
         m.table_read(5 * 16, &mut d);
         assert_eq!(d, [0; 4]);
+    }
+
+    #[test]
+    fn vectors_with_irqfds_are_routed_then_triggered() {
+        use crate::kvm::GsiRoute;
+        use crate::msi::testing::FakeTable;
+        let table = Arc::new(FakeTable::default());
+        let router = MsiRouter::new(table.clone(), Vec::new(), false);
+        let sink = RecordingMsi::default();
+        let mut m = Msix::new(2, 0x10, Some(&router));
+        program(&mut m, 1, 0xfee0_1000, 0x55, &sink);
+        m.table_write(16 + 12, &0u32.to_le_bytes(), &sink);
+        m.set_control(CONTROL_ENABLE, &sink);
+        m.fire(1, &sink);
+        m.fire(1, &sink);
+        assert!(
+            sink.take().is_empty(),
+            "delivered by irqfd, not KVM_SIGNAL_MSI"
+        );
+        let tables = table.tables.lock().unwrap();
+        assert_eq!(tables.len(), 1, "routed once");
+        assert_eq!(
+            tables[0],
+            vec![(
+                257,
+                GsiRoute::Msi(MsiMessage {
+                    addr: 0xfee0_1000,
+                    data: 0x55,
+                    devid: None
+                })
+            )]
+        );
     }
 }

@@ -184,8 +184,8 @@ impl VirtioPci {
         cfg.set_writable(pci_cfg_cap + 8, &[0xff; 12]);
         let vectors = queues + 1;
         let (msix, msix_cap) = match &msi {
-            Some(_) => {
-                let m = Msix::new(vectors, devid);
+            Some(sink) => {
+                let m = Msix::new(vectors, devid, sink.router().as_ref());
                 let mut body = m.control().to_le_bytes().to_vec();
                 body.extend_from_slice(&(MSIX_TABLE as u32).to_le_bytes());
                 body.extend_from_slice(&(MSIX_PBA as u32).to_le_bytes());

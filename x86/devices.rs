@@ -1,7 +1,7 @@
 //! Where x86 puts virtio devices: functions on the PCI root bus (reached
 //! through ports 0xcf8/0xcfc), BARs in the 32-bit hole below the IOAPIC,
 //! INTA# on IOAPIC pins 16-23 (described in the MP table), and MSI-X into
-//! the in-kernel LAPICs.
+//! the in-kernel LAPICs through irqfds.
 
 use std::sync::Arc;
 
@@ -9,7 +9,8 @@ use super::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
 use super::mptable::PciIrq;
 use crate::arch::Platform;
 use crate::hw::pci::PciRoot;
-use crate::irq::{IrqChip, IrqLine, MsiSink, Trigger};
+use crate::irq::{IrqChip, IrqLine, MsiSink, RoutedMsi, Trigger};
+use crate::msi::{x86_default_routes, MsiRouter};
 use crate::virtio::setup::{self, PciHostBuilder, Transport};
 
 pub const PCI_MEM_BASE: u64 = MMIO_HOLE_START;
@@ -35,7 +36,12 @@ pub enum Error {
 pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Error> {
     debug_assert_eq!(p.transport, Transport::Pci);
     let chip: Arc<dyn IrqChip> = p.vm.clone();
-    let msi: Arc<dyn MsiSink> = p.vm.clone();
+    // MSI-X vectors go through irqfds routed to their messages.
+    let msi: Arc<dyn MsiSink> = Arc::new(RoutedMsi {
+        vm: p.vm.clone(),
+        router: MsiRouter::new(p.vm.clone(), x86_default_routes(), false),
+        with_devid: false,
+    });
     let mut host = PciHostBuilder::new(PCI_MEM_BASE, PCI_MEM_SIZE);
     let mut irqs = Vec::new();
     for (i, dev) in std::mem::take(&mut p.virtio).into_iter().enumerate() {

@@ -201,6 +201,24 @@ impl Vm {
         check(rc, op).map(|_| ())
     }
 
+    /// sPAPR guests get no MSIs from lkvm, so no MSI routes either.
+    pub fn set_gsi_routing(&self, _routes: &[(u32, crate::kvm::GsiRoute)]) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    pub fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
+        const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1;
+        let arg = KvmIrqfd {
+            fd: evt.as_raw_fd() as u32,
+            gsi,
+            flags: KVM_IRQFD_FLAG_DEASSIGN,
+            ..Default::default()
+        };
+        // SAFETY: the struct is the ioctl's exact argument.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_IRQFD as _, &arg) };
+        check(rc, "KVM_IRQFD(deassign)").map(|_| ())
+    }
+
     pub fn signal_msi(&self, msg: MsiMessage) -> Result<()> {
         let arg = KvmMsi {
             address_lo: msg.addr as u32,

@@ -9,7 +9,8 @@ use kvm_ioctls::{IoEventAddress, Kvm as KvmFd, NoDatamatch, VcpuExit as RawExit,
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit, KVM_API_VERSION,
+    Error, GsiRoute, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
+    KVM_API_VERSION,
 };
 
 const KVM_EXIT_IO_OUT: u8 = 1;
@@ -157,6 +158,61 @@ impl Vm {
             None => self.fd.unregister_ioevent(evt, &a, NoDatamatch),
         }
         .map_err(|e| Error::ioctl("KVM_IOEVENTFD(deassign)", errno(e)))
+    }
+
+    /// Replaces the VM's GSI routing table (`KVM_SET_GSI_ROUTING`).
+    pub fn set_gsi_routing(&self, routes: &[(u32, GsiRoute)]) -> Result<()> {
+        use kvm_bindings::{
+            kvm_irq_routing_entry__bindgen_ty_1 as Union, kvm_irq_routing_irqchip,
+            kvm_irq_routing_msi, kvm_irq_routing_msi__bindgen_ty_1 as MsiUnion, KvmIrqRouting,
+            KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MSI_VALID_DEVID,
+        };
+        let mut table = KvmIrqRouting::new(routes.len()).map_err(|_| {
+            Error::ioctl(
+                "KVM_SET_GSI_ROUTING",
+                io::Error::from_raw_os_error(libc::E2BIG),
+            )
+        })?;
+        for (entry, (gsi, route)) in table.as_mut_slice().iter_mut().zip(routes) {
+            entry.gsi = *gsi;
+            match route {
+                GsiRoute::Irqchip { chip, pin } => {
+                    entry.type_ = KVM_IRQ_ROUTING_IRQCHIP;
+                    entry.u = Union {
+                        irqchip: kvm_irq_routing_irqchip {
+                            irqchip: *chip,
+                            pin: *pin,
+                        },
+                    };
+                }
+                GsiRoute::Msi(m) => {
+                    entry.type_ = KVM_IRQ_ROUTING_MSI;
+                    if m.devid.is_some() {
+                        entry.flags = KVM_MSI_VALID_DEVID;
+                    }
+                    entry.u = Union {
+                        msi: kvm_irq_routing_msi {
+                            address_lo: m.addr as u32,
+                            address_hi: (m.addr >> 32) as u32,
+                            data: m.data,
+                            __bindgen_anon_1: MsiUnion {
+                                devid: m.devid.unwrap_or(0),
+                            },
+                        },
+                    };
+                }
+            }
+        }
+        self.fd
+            .set_gsi_routing(&table)
+            .map_err(|e| Error::ioctl("KVM_SET_GSI_ROUTING", errno(e)))
+    }
+
+    /// Undoes [`Vm::register_irqfd`].
+    pub fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .unregister_irqfd(evt, gsi)
+            .map_err(|e| Error::ioctl("KVM_IRQFD(deassign)", errno(e)))
     }
 
     /// Injects one MSI (`KVM_SIGNAL_MSI`).

@@ -95,6 +95,13 @@ pub struct MsiMessage {
     pub devid: Option<u32>,
 }
 
+/// Where a GSI delivers: an interrupt controller input, or an MSI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsiRoute {
+    Irqchip { chip: u32, pin: u32 },
+    Msi(MsiMessage),
+}
+
 cfg_if::cfg_if! {
     if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))] {
         mod ioctls;

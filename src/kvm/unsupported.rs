@@ -60,6 +60,12 @@ impl Vm {
     ) -> Result<()> {
         Err(Error::Unsupported)
     }
+    pub fn set_gsi_routing(&self, _routes: &[(u32, super::GsiRoute)]) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    pub fn unregister_irqfd(&self, _evt: &EventFd, _gsi: u32) -> Result<()> {
+        Err(Error::Unsupported)
+    }
     pub fn signal_msi(&self, _msg: super::MsiMessage) -> Result<()> {
         Err(Error::Unsupported)
     }
