@@ -78,18 +78,20 @@ impl MsiRouter {
         })
     }
 
-    /// A new vector: a GSI with no route yet, and its irqfd.
+    /// A new vector: a GSI with no route yet, and its eventfd. The irqfd
+    /// is bound on first use: arm64 refuses irqfds until the vGIC is
+    /// initialised, which happens after the devices are built.
     pub fn vector(self: &Arc<Self>) -> Result<MsiIrqfd, Error> {
         let gsi = self.next.fetch_add(1, Ordering::SeqCst);
         if gsi >= self.end {
             return Err(Error::Exhausted(self.end - FIRST_MSI_GSI));
         }
         let evt = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-        self.vm.register_irqfd(&evt, gsi)?;
         Ok(MsiIrqfd {
             router: self.clone(),
             gsi,
             evt,
+            bound: false,
             routed: None,
         })
     }
@@ -115,6 +117,7 @@ pub struct MsiIrqfd {
     router: Arc<MsiRouter>,
     gsi: u32,
     evt: EventFd,
+    bound: bool,
     routed: Option<MsiMessage>,
 }
 
@@ -123,6 +126,10 @@ impl MsiIrqfd {
     pub fn route(&mut self, msg: MsiMessage) -> Result<(), Error> {
         if self.routed == Some(msg) {
             return Ok(());
+        }
+        if !self.bound {
+            self.router.vm.register_irqfd(&self.evt, self.gsi)?;
+            self.bound = true;
         }
         self.router.set(self.gsi, Some(msg))?;
         self.routed = Some(msg);
@@ -146,8 +153,10 @@ impl MsiIrqfd {
 
 impl Drop for MsiIrqfd {
     fn drop(&mut self) {
-        if let Err(e) = self.router.vm.unregister_irqfd(&self.evt, self.gsi) {
-            log::debug!("MSI GSI {}: {e}", self.gsi);
+        if self.bound {
+            if let Err(e) = self.router.vm.unregister_irqfd(&self.evt, self.gsi) {
+                log::debug!("MSI GSI {}: {e}", self.gsi);
+            }
         }
         if self.routed.is_some() {
             if let Err(e) = self.router.set(self.gsi, None) {
