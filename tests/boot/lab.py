@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
 from inputs import (KNOWN_BIN, SHARE_TEXT, Inputs, add_modules, base_initramfs, disk_image,
@@ -374,7 +375,7 @@ def cmd_test(args):
     if args.supported:
         arches = [a for a in arches if PINS[a]["lkvm"]]
         log(f"architectures lkvm supports: {', '.join(arches)}")
-    failed = 0
+    failed, boots = [], 0
     for arch in arches:
         try:
             require_lkvm_support(arch)
@@ -382,7 +383,7 @@ def cmd_test(args):
             initrd = l1_initramfs(arch, inputs)
         except LabError as e:
             log(f"{arch}: {e}")
-            failed += 1
+            failed.append((f"{arch}: {e}", None))
             continue
         for case in MATRIX[arch]:
             rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
@@ -390,7 +391,18 @@ def cmd_test(args):
                        reject=case.reject, virtio=case.virtio, irqs=case.irqs,
                        sandbox=case.sandbox)
             print(json.dumps(rec), flush=True)
-            failed += rec["result"] != "pass"
+            boots += 1
+            if rec["result"] != "pass":
+                what = f"{arch} -c {case.cpus} {' '.join(case.extra)} (L1 {rec['l1']})"
+                failed.append((f"{what}: {rec.get('error')}", rec["console_log"]))
+    # Repeated at the end so that a log cut to its tail still says what broke.
+    log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed")
+    for what, console_log in failed:
+        log(f"FAILED {what}")
+        if console_log:
+            tail = Path(console_log).read_text(errors="replace").splitlines()[-TAIL_LINES:]
+            for line in tail:
+                print(f"    {line}", file=sys.stderr)
     return 1 if failed else 0
 
 
