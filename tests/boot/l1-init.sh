@@ -56,9 +56,23 @@ if [ -n "$(arg lkvm.bench)" ]; then
     extra="$extra -d /tmp/bench.img"
     params="$params lkvm.bench=1"
 fi
-echo "LKVM-START lkvm run -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
-/lkvm run -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
+watchdog=
+if [ "$mode" = test ]; then
+    # A hung L2 says little on its console; lkvm's own view of its vCPUs
+    # (registers, memory map) says where it hangs. Printed once, well
+    # before the harness gives up.
+    after=$(arg lkvm.dump_after)
+    (
+        sleep "${after:-200}"
+        echo "LKVM-L1-WATCHDOG: L2 still runs after ${after:-200} s; lkvm debug --dump:"
+        /lkvm debug -n lab-l2 --dump
+    ) &
+    watchdog=$!
+fi
+echo "LKVM-START lkvm run --name lab-l2 -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
+/lkvm run --name lab-l2 -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
 rc=$?
+[ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
 if [ -n "$virtio" ]; then
     # What L2 left behind, for the harness: the file it wrote through 9p,
     # and the disk image (gzip, base64) to read back with debugfs.

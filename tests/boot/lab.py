@@ -188,6 +188,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.virtio=1"
     if bench:
         append += " lkvm.bench=1"
+    # L1 prints lkvm's vCPU state if L2 still runs this long after L1 boots.
+    append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
@@ -281,6 +283,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         proc.wait()
     tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
                     *kparams.split()])
+    tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     console_log = CACHE / "work" / arch / f"console-{tag}.log"
     console_log.write_text("\n".join(lines) + "\n")
     rec["console_log"] = str(console_log)
@@ -319,12 +322,24 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     if problems:
         rec["error"] = "; ".join(problems)
         log(f"{arch} -c {cpus} {' '.join(extra)} (L1 {rec['l1']}): FAILED: {rec['error']}")
-        log(f"last {TAIL_LINES} console lines:")
-        for line in lines[-TAIL_LINES:]:
-            print(f"    {line}", file=sys.stderr)
+        print_tail(lines)
     else:
         rec["result"] = "pass"
     return rec
+
+
+def print_tail(lines):
+    """The last console lines, and lkvm's vCPU dump from L1's watchdog
+    when it came earlier than those."""
+    tail_from = max(len(lines) - TAIL_LINES, 0)
+    dog = next((i for i, l in enumerate(lines) if "LKVM-L1-WATCHDOG" in l), None)
+    if dog is not None and dog < tail_from:
+        log("L1's watchdog dump of lkvm's vCPUs:")
+        for line in lines[dog:min(dog + TAIL_LINES, tail_from)]:
+            print(f"    {line}", file=sys.stderr)
+    log(f"last {TAIL_LINES} console lines:")
+    for line in lines[tail_from:]:
+        print(f"    {line}", file=sys.stderr)
 
 
 def sandbox_problems(rec, lines, uname, reason):
@@ -400,9 +415,7 @@ def cmd_test(args):
     for what, console_log in failed:
         log(f"FAILED {what}")
         if console_log:
-            tail = Path(console_log).read_text(errors="replace").splitlines()[-TAIL_LINES:]
-            for line in tail:
-                print(f"    {line}", file=sys.stderr)
+            print_tail(Path(console_log).read_text(errors="replace").splitlines())
     return 1 if failed else 0
 
 
