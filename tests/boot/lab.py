@@ -39,6 +39,16 @@ from inputs import (KNOWN_BIN, SHARE_TEXT, Inputs, add_modules, base_initramfs, 
                     l2_initramfs, read_back)
 
 TAIL_LINES = 40
+# Architectures whose boots get one second attempt in `test`. x86_64's L1
+# is TCG emulating SVM for L1's kvm-amd; about one -c 2 boot in twelve
+# dies there with L2's vCPU 0 either triple-faulting early in the kernel's
+# initcalls or stalling so hard that an NMI from vCPU 1 gets no answer,
+# also with no virtio device present (only the 8250, i8042, RTC and the
+# PCI root). Whether TCG or lkvm is at fault is not known yet (L1's
+# watchdog dump is there to find out); until then a failing x86_64
+# boot is run once more; both attempts are reported, the first one's
+# console tail printed, and the second must pass on its own marker.
+RETRY_ONCE = {"x86_64"}
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
 VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+) net=(\S+)")
@@ -390,7 +400,7 @@ def cmd_test(args):
     if args.supported:
         arches = [a for a in arches if PINS[a]["lkvm"]]
         log(f"architectures lkvm supports: {', '.join(arches)}")
-    failed, boots = [], 0
+    failed, retried, boots = [], [], 0
     for arch in arches:
         try:
             require_lkvm_support(arch)
@@ -401,17 +411,34 @@ def cmd_test(args):
             failed.append((f"{arch}: {e}", None))
             continue
         for case in MATRIX[arch]:
-            rec = boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
-                       initrd=initrd, variant=case.l1, kparams=case.kparams, expect=case.expect,
-                       reject=case.reject, virtio=case.virtio, irqs=case.irqs,
-                       sandbox=case.sandbox)
+            def attempt():
+                return boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
+                            initrd=initrd, variant=case.l1, kparams=case.kparams,
+                            expect=case.expect, reject=case.reject, virtio=case.virtio,
+                            irqs=case.irqs, sandbox=case.sandbox)
+            rec = attempt()
+            what = " ".join([arch, f"-c {case.cpus}", *case.extra,
+                             *(["virtio"] if case.virtio else []),
+                             *(["sandbox"] if case.sandbox else []), f"(L1 {rec['l1']})"])
+            if rec["result"] != "pass" and arch in RETRY_ONCE:
+                first = Path(rec["console_log"])
+                kept = first.with_name(first.stem + "-attempt1.log")
+                first.replace(kept)
+                retried.append((f"{what}: {rec.get('error')}", str(kept)))
+                log(f"{what}: retrying once (see RETRY_ONCE)")
+                rec = attempt()
+                rec["first_attempt_error"] = retried[-1][0]
+                rec["first_attempt_console_log"] = str(kept)
             print(json.dumps(rec), flush=True)
             boots += 1
             if rec["result"] != "pass":
-                what = f"{arch} -c {case.cpus} {' '.join(case.extra)} (L1 {rec['l1']})"
                 failed.append((f"{what}: {rec.get('error')}", rec["console_log"]))
     # Repeated at the end so that a log cut to its tail still says what broke.
-    log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed")
+    log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed; "
+        f"{len(retried)} needed a second attempt")
+    for what, console_log in retried:
+        log(f"RETRIED {what}")
+        print_tail(Path(console_log).read_text(errors="replace").splitlines())
     for what, console_log in failed:
         log(f"FAILED {what}")
         if console_log:
