@@ -164,6 +164,7 @@ pub mod testing {
 
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use virtio_queue::desc::{split::Descriptor as SplitDesc, RawDescriptor};
     use virtio_queue::{Queue, QueueT};
@@ -230,6 +231,19 @@ pub mod testing {
                 )
             })
             .collect()
+    }
+
+    /// [`used`] once it holds `n` entries, or as it is after 5 s, for
+    /// devices that answer on a worker thread.
+    pub fn wait_used(mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
+        let t = Instant::now();
+        loop {
+            let u = used(mem);
+            if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
+                return u;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Counts interrupts by queue.

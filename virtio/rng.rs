@@ -118,7 +118,7 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use vm_memory::{Bytes, GuestAddress};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -126,17 +126,6 @@ mod tests {
     use super::super::chain::testing::*;
     use super::super::device::ActiveQueue;
     use super::*;
-
-    fn wait_used(mem: &crate::memory::GuestMemory, n: usize) -> Vec<(u32, u32)> {
-        let t = Instant::now();
-        loop {
-            let u = used(mem);
-            if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
-                return u;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 
     #[test]
     fn fills_buffers_with_random_bytes_and_rejects_bad_ones() {

@@ -2,7 +2,7 @@
 //! ring in guest memory, including malformed chains and requests.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -77,17 +77,6 @@ fn config_space_holds_the_tag() {
     let mut tail = [0u8; 4];
     dev.read_config(4, &mut tail);
     assert_eq!(&tail, b"stsh");
-}
-
-fn wait_used(mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
-    let t = Instant::now();
-    loop {
-        let u = used(mem);
-        if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
-            return u;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Places a request in guest memory at `at` and returns its length.
