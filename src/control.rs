@@ -154,6 +154,14 @@ impl VmControl {
         lock(&self.kickers).iter().map(|(id, _)| *id).collect()
     }
 
+    /// The kernel thread id of vCPU `id`, once it has started.
+    pub fn vcpu_tid(&self, id: u32) -> Option<libc::pid_t> {
+        lock(&self.kickers)
+            .iter()
+            .find(|(v, _)| *v == id)
+            .map(|(_, k)| k.tid())
+    }
+
     /// Stops every vCPU before its next guest instruction and waits (up to
     /// `timeout`) until they are parked. Returns how many are. A vCPU held
     /// elsewhere (a PowerPC CPU stopped by the guest) parks when it wakes.

@@ -46,6 +46,36 @@ pub fn stat_name(tag: u16) -> String {
     }
 }
 
+/// Where a thread of this process is, as the kernel sees it: its state,
+/// the system call it is in, the kernel function it sleeps in and, where
+/// readable (root), its kernel stack. Tells a vCPU stuck in `KVM_RUN` from
+/// one stuck in the VMM.
+fn thread_state(tid: libc::pid_t) -> String {
+    let dir = format!("/proc/self/task/{tid}");
+    let read = |name: &str| std::fs::read_to_string(format!("{dir}/{name}")).ok();
+    let mut out = format!("  thread {tid}:\n");
+    // The state letter follows the parenthesised command name.
+    let state = read("stat")
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| rest.chars().take(1).collect())
+        })
+        .unwrap_or_else(|| "?".to_string());
+    let _ = writeln!(out, "    state: {state}");
+    for name in ["syscall", "wchan"] {
+        if let Some(v) = read(name) {
+            let _ = writeln!(out, "    {name}: {}", v.trim());
+        }
+    }
+    if let Some(stack) = read("stack") {
+        let _ = writeln!(out, "    kernel stack:");
+        for line in stack.lines() {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    out
+}
+
 impl VmHandle {
     fn balloon(&self) -> Result<&BalloonControl, String> {
         self.balloon
@@ -134,6 +164,9 @@ impl GuestOps for VmHandle {
                 }
                 None => {
                     let _ = writeln!(out, "vCPU {id}: not answering (held outside KVM_RUN)");
+                    if let Some(tid) = self.ctl.vcpu_tid(id) {
+                        out.push_str(&thread_state(tid));
+                    }
                 }
             }
         }
@@ -155,5 +188,45 @@ impl GuestOps for VmHandle {
         } else {
             Err("this console cannot carry SysRq".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_state_shows_a_blocked_thread_asleep_in_a_syscall() {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            let _ = go_rx.recv();
+        });
+        let tid = tid_rx.recv().expect("the thread reports its id");
+        // Until the thread is asleep in recv, its state is R.
+        let mut s = String::new();
+        for _ in 0..500 {
+            s = thread_state(tid);
+            if s.contains("    state: S\n") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = go_tx.send(());
+        let _ = t.join();
+        assert!(
+            s.starts_with(&format!("  thread {tid}:\n    state: S\n")),
+            "{s}"
+        );
+        assert!(s.contains("    syscall: "), "{s}");
+        assert!(!s.contains("    syscall: running"), "{s}");
+        assert!(s.contains("    wchan: "), "{s}");
+    }
+
+    #[test]
+    fn thread_state_of_a_missing_thread_says_so() {
+        let s = thread_state(-1);
+        assert_eq!(s, "  thread -1:\n    state: ?\n");
     }
 }

@@ -61,6 +61,7 @@ pub fn unbind(immediate_exit: *mut u8) {
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuKicker {
     thread: libc::pthread_t,
+    tid: libc::pid_t,
 }
 
 impl VcpuKicker {
@@ -68,7 +69,14 @@ impl VcpuKicker {
     pub fn current() -> Self {
         // SAFETY: pthread_self has no preconditions and cannot fail.
         let thread = unsafe { libc::pthread_self() };
-        VcpuKicker { thread }
+        let tid = nix::unistd::gettid().as_raw();
+        VcpuKicker { thread, tid }
+    }
+
+    /// The kernel's id of the thread, for reading its state under
+    /// /proc/self/task when it does not answer.
+    pub fn tid(&self) -> libc::pid_t {
+        self.tid
     }
 
     /// The thread must not have been joined yet.

@@ -10,6 +10,7 @@ import re
 import shutil
 import stat
 import subprocess
+import zlib
 
 from common import CACHE, HERE, PINS, LabError, log, run
 
@@ -267,13 +268,29 @@ def disk_image():
     src.mkdir(parents=True)
     (src / "known.bin").write_bytes(KNOWN_BIN)
     out.unlink(missing_ok=True)
-    run(["mke2fs", "-q", "-F", "-t", "ext2", "-d", str(src), str(out), "8M"])
+    # mke2fs -d names each file it copies on stdout, where the JSON goes.
+    run(["mke2fs", "-q", "-F", "-t", "ext2", "-d", str(src), str(out), "8M"],
+        stdout=subprocess.DEVNULL)
     return out
 
 
-def read_back(image_b64, path):
-    """A file's contents from a gzip+base64 dump of an ext2 image."""
+class DumpError(Exception):
+    """The disk image L1 printed did not arrive intact."""
+
+
+def read_back(image_b64, path, sha256):
+    """A file's contents from a gzip+base64 dump of an ext2 image, after
+    checking the image against the checksum L1 printed with it."""
+    if not image_b64:
+        raise DumpError("L1 printed no dump")
+    try:
+        data = gzip.decompress(base64.b64decode(image_b64))
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise DumpError(f"the dump does not decode ({e})") from e
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise DumpError(f"sha256 {got} of the dump, L1 printed {sha256}: damaged on the way")
     img = CACHE / "work" / "disk-back.img"
-    img.write_bytes(gzip.decompress(base64.b64decode(image_b64)))
+    img.write_bytes(data)
     out = subprocess.run(["debugfs", "-R", f"cat {path}", str(img)], capture_output=True)
     return out.stdout.decode(errors="replace")

@@ -77,6 +77,10 @@ if [ -n "$virtio" ]; then
     # What L2 left behind, for the harness: the file it wrote through 9p,
     # and the disk image (gzip, base64) to read back with debugfs.
     echo "LKVM-L1-9P $(cat /share/from-l2.txt 2>/dev/null)"
+    # Kernel messages must not land inside the dump; the checksum tells a
+    # dump damaged on the way from a disk lkvm wrote wrongly.
+    echo 1 > /proc/sys/kernel/printk
+    echo "LKVM-L1-DISK-SHA256 $(sha256sum < /l2/disk.img)"
     echo "LKVM-L1-DISK-BEGIN"
     gzip -c /l2/disk.img | base64
     echo "LKVM-L1-DISK-END"

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
-from inputs import (KNOWN_BIN, SHARE_TEXT, Inputs, add_modules, base_initramfs, disk_image,
+from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs, disk_image,
                     l2_initramfs, read_back)
 
 TAIL_LINES = 40
@@ -260,6 +260,9 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                 m = re.search(r"LKVM-L1-9P (\S*)", line)
                 if m:
                     rec["l1_9p"] = m.group(1)
+                m = re.search(r"LKVM-L1-DISK-SHA256 ([0-9a-f]{64})", line)
+                if m:
+                    rec["l1_disk_sha256"] = m.group(1)
                 for key, pat in (("l1_ready", "LKVM-L1-READY"), ("lkvm_start", "LKVM-START"),
                                  ("no_kvm", "LKVM-L1-NOKVM")):
                     if pat in line and key not in marks:
@@ -386,12 +389,14 @@ def virtio_problems(rec, token, disk_dump):
     if rec.get("l1_9p") != token:
         problems.append(f"L1 found {rec.get('l1_9p')!r} in the file L2 wrote through 9p")
     try:
-        written = read_back("".join(disk_dump), "/written.txt").strip() if disk_dump else ""
-    except (OSError, ValueError) as e:
-        written = f"<unreadable image: {e}>"
-    rec["blk_written"] = written
-    if written != token:
-        problems.append(f"the disk image holds {written!r} in written.txt, expected the token")
+        written = read_back("".join(disk_dump), "/written.txt", rec.get("l1_disk_sha256"))
+    except DumpError as e:
+        problems.append(f"the disk image could not be checked: {e}")
+        return problems
+    rec["blk_written"] = written.strip()
+    if rec["blk_written"] != token:
+        problems.append(f"the disk image holds {rec['blk_written']!r} in written.txt, "
+                        "expected the token")
     return problems
 
 
@@ -433,9 +438,8 @@ def cmd_test(args):
             boots += 1
             if rec["result"] != "pass":
                 failed.append((f"{what}: {rec.get('error')}", rec["console_log"]))
-    # Repeated at the end so that a log cut to its tail still says what broke.
-    log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed; "
-        f"{len(retried)} needed a second attempt")
+    # Repeated at the end so that a log cut to its tail still says what
+    # broke: console tails first, then one line per problem, then the count.
     for what, console_log in retried:
         log(f"RETRIED {what}")
         print_tail(Path(console_log).read_text(errors="replace").splitlines())
@@ -443,6 +447,12 @@ def cmd_test(args):
         log(f"FAILED {what}")
         if console_log:
             print_tail(Path(console_log).read_text(errors="replace").splitlines())
+    for what, _ in retried:
+        log(f"retried: {what}")
+    for what, _ in failed:
+        log(f"failed: {what}")
+    log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed; "
+        f"{len(retried)} needed a second attempt")
     return 1 if failed else 0
 
 
