@@ -187,63 +187,108 @@ pub mod testing {
         GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
     }
 
-    /// A ready queue of `size` entries over the fixed ring addresses.
-    pub fn queue(mem: &GuestMemory, size: u16) -> Queue {
-        let mut q = Queue::new(size).unwrap();
-        q.set_size(size);
-        q.set_desc_table_address(Some(DESC as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
-        q.set_used_ring_address(Some(USED as u32), Some(0));
-        q.set_ready(true);
-        assert!(q.is_valid(mem));
-        q
+    /// One split ring at its own guest addresses, so tests of devices
+    /// with several queues can lay them side by side in one memory.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Ring {
+        pub desc: u64,
+        pub avail: u64,
+        pub used: u64,
+        pub size: u16,
     }
 
-    /// Writes descriptor `i`.
-    pub fn desc(mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let d = SplitDesc::new(addr, len, flags, next);
-        mem.write_obj(
-            RawDescriptor::from(d),
-            GuestAddress(DESC + 16 * u64::from(i)),
-        )
-        .unwrap();
-    }
+    /// The ring the free functions below use.
+    pub const RING: Ring = Ring {
+        desc: DESC,
+        avail: AVAIL,
+        used: USED,
+        size: 256,
+    };
 
-    /// Makes the chain starting at `head` available (appends to the ring).
-    pub fn offer(mem: &GuestMemory, head: u16) {
-        let idx: u16 = mem.read_obj(GuestAddress(AVAIL + 2)).unwrap();
-        let size = 256; // the ring slot wraps modulo the queue size; tests stay small
-        mem.write_obj(head, GuestAddress(AVAIL + 4 + 2 * u64::from(idx % size)))
-            .unwrap();
-        mem.write_obj(idx.wrapping_add(1), GuestAddress(AVAIL + 2))
-            .unwrap();
-    }
-
-    /// The used ring's index and its entries (id, len) so far.
-    pub fn used(mem: &GuestMemory) -> Vec<(u32, u32)> {
-        let idx: u16 = mem.read_obj(GuestAddress(USED + 2)).unwrap();
-        (0..u64::from(idx))
-            .map(|i| {
-                let at = USED + 4 + 8 * i;
-                (
-                    mem.read_obj(GuestAddress(at)).unwrap(),
-                    mem.read_obj(GuestAddress(at + 4)).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    /// [`used`] once it holds `n` entries, or as it is after 5 s, for
-    /// devices that answer on a worker thread.
-    pub fn wait_used(mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
-        let t = Instant::now();
-        loop {
-            let u = used(mem);
-            if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
-                return u;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+    impl Ring {
+        /// A ready queue over this ring.
+        pub fn queue(&self, mem: &GuestMemory) -> Queue {
+            let mut q = Queue::new(self.size).unwrap();
+            q.set_size(self.size);
+            q.set_desc_table_address(Some(self.desc as u32), Some(0));
+            q.set_avail_ring_address(Some(self.avail as u32), Some(0));
+            q.set_used_ring_address(Some(self.used as u32), Some(0));
+            q.set_ready(true);
+            assert!(q.is_valid(mem));
+            q
         }
+
+        /// Writes descriptor `i`.
+        pub fn desc(&self, mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            let d = SplitDesc::new(addr, len, flags, next);
+            mem.write_obj(
+                RawDescriptor::from(d),
+                GuestAddress(self.desc + 16 * u64::from(i)),
+            )
+            .unwrap();
+        }
+
+        /// Makes the chain starting at `head` available.
+        pub fn offer(&self, mem: &GuestMemory, head: u16) {
+            let idx: u16 = mem.read_obj(GuestAddress(self.avail + 2)).unwrap();
+            let slot = self.avail + 4 + 2 * u64::from(idx % self.size);
+            mem.write_obj(head, GuestAddress(slot)).unwrap();
+            mem.write_obj(idx.wrapping_add(1), GuestAddress(self.avail + 2))
+                .unwrap();
+        }
+
+        /// The used entries (id, len) so far, oldest first; only the last
+        /// `size` are still in the ring.
+        pub fn used(&self, mem: &GuestMemory) -> Vec<(u32, u32)> {
+            let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();
+            (0..u64::from(idx))
+                .map(|i| {
+                    let at = self.used + 4 + 8 * (i % u64::from(self.size));
+                    (
+                        mem.read_obj(GuestAddress(at)).unwrap(),
+                        mem.read_obj(GuestAddress(at + 4)).unwrap(),
+                    )
+                })
+                .collect()
+        }
+
+        /// [`Ring::used`] once it holds `n` entries, or as it is after
+        /// 5 s, for devices that answer on a worker thread.
+        pub fn wait_used(&self, mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
+            let t = Instant::now();
+            loop {
+                let u = self.used(mem);
+                if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
+                    return u;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// A ready queue of `size` entries over [`RING`]'s addresses.
+    pub fn queue(mem: &GuestMemory, size: u16) -> Queue {
+        Ring { size, ..RING }.queue(mem)
+    }
+
+    /// Writes descriptor `i` of [`RING`].
+    pub fn desc(mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        RING.desc(mem, i, addr, len, flags, next);
+    }
+
+    /// Makes the chain starting at `head` available on [`RING`].
+    pub fn offer(mem: &GuestMemory, head: u16) {
+        RING.offer(mem, head);
+    }
+
+    /// [`RING`]'s used entries so far.
+    pub fn used(mem: &GuestMemory) -> Vec<(u32, u32)> {
+        RING.used(mem)
+    }
+
+    /// [`RING`]'s used entries once there are `n`, or after 5 s.
+    pub fn wait_used(mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
+        RING.wait_used(mem, n)
     }
 
     /// Counts interrupts by queue.

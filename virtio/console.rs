@@ -245,84 +245,25 @@ impl VirtioDevice for Console {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use vm_memory::{Bytes, GuestAddress};
 
-    use super::super::chain::testing::{self, CountingIrq, DATA, F_NEXT, F_WRITE};
+    use super::super::chain::testing::{self, CountingIrq, Ring, DATA, F_NEXT, F_WRITE};
     use super::super::device::ActiveQueue;
     use super::*;
 
-    /// A split ring at its own addresses, so the two queues can share one
-    /// guest memory (`chain::testing` has one fixed ring).
-    struct Ring {
-        desc: u64,
-        avail: u64,
-        used: u64,
-    }
-
+    /// The two queues' rings, side by side in one guest memory.
     const RX: Ring = Ring {
-        desc: testing::DESC,
-        avail: testing::AVAIL,
-        used: testing::USED,
+        size: 16,
+        ..testing::RING
     };
     const TX: Ring = Ring {
         desc: 0x5000,
         avail: 0x6000,
         used: 0x7000,
+        size: 16,
     };
-
-    impl Ring {
-        fn queue(&self, mem: &GuestMemory) -> Queue {
-            let mut q = Queue::new(16).unwrap();
-            q.set_size(16);
-            q.set_desc_table_address(Some(self.desc as u32), Some(0));
-            q.set_avail_ring_address(Some(self.avail as u32), Some(0));
-            q.set_used_ring_address(Some(self.used as u32), Some(0));
-            q.set_ready(true);
-            assert!(q.is_valid(mem));
-            q
-        }
-
-        fn desc(&self, mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-            let d = RawDescriptor::from(Descriptor::new(addr, len, flags, next));
-            mem.write_obj(d, GuestAddress(self.desc + 16 * u64::from(i)))
-                .unwrap();
-        }
-
-        fn offer(&self, mem: &GuestMemory, head: u16) {
-            let idx: u16 = mem.read_obj(GuestAddress(self.avail + 2)).unwrap();
-            mem.write_obj(head, GuestAddress(self.avail + 4 + 2 * u64::from(idx % 16)))
-                .unwrap();
-            mem.write_obj(idx.wrapping_add(1), GuestAddress(self.avail + 2))
-                .unwrap();
-        }
-
-        fn used(&self, mem: &GuestMemory) -> Vec<(u32, u32)> {
-            let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();
-            (0..u64::from(idx))
-                .map(|i| {
-                    let at = self.used + 4 + 8 * (i % 16);
-                    (
-                        mem.read_obj(GuestAddress(at)).unwrap(),
-                        mem.read_obj(GuestAddress(at + 4)).unwrap(),
-                    )
-                })
-                .collect()
-        }
-
-        fn wait_used(&self, mem: &GuestMemory, n: usize) -> Vec<(u32, u32)> {
-            let t = Instant::now();
-            loop {
-                let u = self.used(mem);
-                if u.len() >= n || t.elapsed() > Duration::from_secs(5) {
-                    return u;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
 
     /// A writer the test can look into.
     #[derive(Clone, Default)]

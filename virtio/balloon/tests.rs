@@ -3,10 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use virtio_queue::desc::{split::Descriptor as SplitDesc, RawDescriptor};
 use vm_memory::Bytes;
 
-use super::super::chain::testing::{memory, CountingIrq, F_NEXT, F_WRITE};
+use super::super::chain::testing::{memory, CountingIrq, Ring, F_NEXT, F_WRITE};
 use super::*;
 
 const SIZE: u16 = 16;
@@ -16,65 +15,21 @@ const PAGES: u64 = 0x40000;
 const LIST: u64 = 0x10000;
 
 /// Queue `k`'s ring: descriptors, avail and used in one 4 KiB page.
-fn base(k: u16) -> u64 {
-    0x1000 * (u64::from(k) + 1)
-}
-
-fn ring(mem: &GuestMemory, k: u16) -> ActiveQueue {
-    let mut q = Queue::new(SIZE).unwrap();
-    q.set_size(SIZE);
-    q.set_desc_table_address(Some(base(k) as u32), Some(0));
-    q.set_avail_ring_address(Some((base(k) + 0x400) as u32), Some(0));
-    q.set_used_ring_address(Some((base(k) + 0x800) as u32), Some(0));
-    q.set_ready(true);
-    assert!(q.is_valid(mem));
-    ActiveQueue {
-        index: k,
-        queue: q,
-        kick: EventFd::new(EFD_NONBLOCK).unwrap(),
+fn rq(k: u16) -> Ring {
+    let base = 0x1000 * (u64::from(k) + 1);
+    Ring {
+        desc: base,
+        avail: base + 0x400,
+        used: base + 0x800,
+        size: SIZE,
     }
 }
 
-fn desc(mem: &GuestMemory, k: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-    let d = SplitDesc::new(addr, len, flags, next);
-    mem.write_obj(
-        RawDescriptor::from(d),
-        GuestAddress(base(k) + 16 * u64::from(i)),
-    )
-    .unwrap();
-}
-
-fn offer(mem: &GuestMemory, k: u16, head: u16) {
-    let avail = base(k) + 0x400;
-    let idx: u16 = mem.read_obj(GuestAddress(avail + 2)).unwrap();
-    mem.write_obj(head, GuestAddress(avail + 4 + 2 * u64::from(idx % SIZE)))
-        .unwrap();
-    mem.write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
-        .unwrap();
-}
-
-fn used(mem: &GuestMemory, k: u16) -> Vec<(u32, u32)> {
-    let u = base(k) + 0x800;
-    let idx: u16 = mem.read_obj(GuestAddress(u + 2)).unwrap();
-    (0..u64::from(idx))
-        .map(|i| {
-            let at = u + 4 + 8 * (i % u64::from(SIZE));
-            (
-                mem.read_obj(GuestAddress(at)).unwrap(),
-                mem.read_obj(GuestAddress(at + 4)).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn wait_used(mem: &GuestMemory, k: u16, n: usize) -> Vec<(u32, u32)> {
-    let start = Instant::now();
-    loop {
-        let u = used(mem, k);
-        if u.len() >= n || start.elapsed() > Duration::from_secs(5) {
-            return u;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+fn ring(mem: &GuestMemory, k: u16) -> ActiveQueue {
+    ActiveQueue {
+        index: k,
+        queue: rq(k).queue(mem),
+        kick: EventFd::new(EFD_NONBLOCK).unwrap(),
     }
 }
 
@@ -127,8 +82,8 @@ fn send_pfns(r: &Rig, k: u16, head: u16, at: u64, pfns: &[u32], extra: &[u8]) {
     let mut bytes: Vec<u8> = pfns.iter().flat_map(|p| p.to_le_bytes()).collect();
     bytes.extend_from_slice(extra);
     r.mem.write_slice(&bytes, GuestAddress(at)).unwrap();
-    desc(&r.mem, k, head, at, bytes.len() as u32, 0, 0);
-    offer(&r.mem, k, head);
+    rq(k).desc(&r.mem, head, at, bytes.len() as u32, 0, 0);
+    rq(k).offer(&r.mem, head);
     r.kicks[usize::from(k)].write(1).unwrap();
 }
 
@@ -145,10 +100,10 @@ fn inflated_pages_are_discarded_and_bad_pfns_skipped() {
     pfns.extend([0x100, 0xffff_ffff]);
     send_pfns(&r, Q_INFLATE, 0, LIST, &pfns, &[1, 2]);
     // An inflate chain outside RAM comes back unused.
-    desc(&r.mem, Q_INFLATE, 1, 0xffff_0000, 8, 0, 0);
-    offer(&r.mem, Q_INFLATE, 1);
+    rq(Q_INFLATE).desc(&r.mem, 1, 0xffff_0000, 8, 0, 0);
+    rq(Q_INFLATE).offer(&r.mem, 1);
     r.kicks[0].write(1).unwrap();
-    assert_eq!(wait_used(&r.mem, Q_INFLATE, 2), vec![(0, 0), (1, 0)]);
+    assert_eq!(rq(Q_INFLATE).wait_used(&r.mem, 2), vec![(0, 0), (1, 0)]);
     assert_eq!(read(&r.mem, PAGES, hp), vec![0u8; hp], "discarded: zeros");
     assert_eq!(
         read(&r.mem, PAGES + 0x20000, hp),
@@ -163,7 +118,7 @@ fn deflate_is_acknowledged_and_leaves_memory_alone() {
     let r = rig(F_STATS_VQ);
     fill(&r.mem, PAGES, 0x1000, 0x5a);
     send_pfns(&r, Q_DEFLATE, 3, LIST, &[(PAGES >> PAGE_SHIFT) as u32], &[]);
-    assert_eq!(wait_used(&r.mem, Q_DEFLATE, 1), vec![(3, 0)]);
+    assert_eq!(rq(Q_DEFLATE).wait_used(&r.mem, 1), vec![(3, 0)]);
     assert_eq!(read(&r.mem, PAGES, 0x1000), vec![0x5a; 0x1000]);
 }
 
@@ -172,14 +127,14 @@ fn reporting_discards_ranges(features: u64, k: u16) {
     let r = rig(features);
     fill(&r.mem, PAGES, 0x40000, 0x77);
     // 0: a free 128 KiB block and a range covering no whole page.
-    desc(&r.mem, k, 0, PAGES, 0x20000, F_WRITE | F_NEXT, 1);
-    desc(&r.mem, k, 1, PAGES + 0x30800, 0x1000, F_WRITE, 0);
-    offer(&r.mem, k, 0);
+    rq(k).desc(&r.mem, 0, PAGES, 0x20000, F_WRITE | F_NEXT, 1);
+    rq(k).desc(&r.mem, 1, PAGES + 0x30800, 0x1000, F_WRITE, 0);
+    rq(k).offer(&r.mem, 0);
     // 2: partly outside RAM: rejected whole.
-    desc(&r.mem, k, 2, 0xff000, 0x2000, F_WRITE, 0);
-    offer(&r.mem, k, 2);
+    rq(k).desc(&r.mem, 2, 0xff000, 0x2000, F_WRITE, 0);
+    rq(k).offer(&r.mem, 2);
     r.kicks[usize::from(k)].write(1).unwrap();
-    assert_eq!(wait_used(&r.mem, k, 2), vec![(0, 0), (2, 0)]);
+    assert_eq!(rq(k).wait_used(&r.mem, 2), vec![(0, 0), (2, 0)]);
     assert_eq!(read(&r.mem, PAGES, 0x20000), vec![0u8; 0x20000]);
     // With 4 KiB host pages the unaligned range spans two partial
     // pages: nothing goes.
@@ -264,26 +219,26 @@ fn statistics_are_kept_and_refreshed_on_request() {
     let mut bytes = stats_bytes(&first);
     bytes.extend_from_slice(&[0xee; 3]); // a partial entry is ignored
     r.mem.write_slice(&bytes, GuestAddress(LIST)).unwrap();
-    desc(&r.mem, Q, 0, LIST, bytes.len() as u32, 0, 0);
-    offer(&r.mem, Q, 0);
+    rq(Q).desc(&r.mem, 0, LIST, bytes.len() as u32, 0, 0);
+    rq(Q).offer(&r.mem, 0);
     r.kicks[2].write(1).unwrap();
     let start = Instant::now();
     while r.control.stats().is_empty() && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(r.control.stats(), first.to_vec());
-    assert!(used(&r.mem, Q).is_empty(), "the device keeps the buffer");
+    assert!(rq(Q).used(&r.mem).is_empty(), "the device keeps the buffer");
 
     // A refresh gives the buffer back; the "driver" answers with new
     // numbers in it.
     let control = r.control.clone();
     let waiter = std::thread::spawn(move || control.refresh_stats(Duration::from_secs(5)));
-    assert_eq!(wait_used(&r.mem, Q, 1), vec![(0, 0)]);
+    assert_eq!(rq(Q).wait_used(&r.mem, 1), vec![(0, 0)]);
     let second = [(tags::FREE_MEMORY, 999u64), (tags::TOTAL_MEMORY, 4096)];
     let bytes = stats_bytes(&second);
     r.mem.write_slice(&bytes, GuestAddress(LIST)).unwrap();
-    desc(&r.mem, Q, 0, LIST, bytes.len() as u32, 0, 0);
-    offer(&r.mem, Q, 0);
+    rq(Q).desc(&r.mem, 0, LIST, bytes.len() as u32, 0, 0);
+    rq(Q).offer(&r.mem, 0);
     r.kicks[2].write(1).unwrap();
     assert_eq!(waiter.join().unwrap(), Some(second.to_vec()));
     assert_eq!(r.control.stats(), second.to_vec());

@@ -9,80 +9,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::EpollEvent;
-use virtio_queue::desc::{split::Descriptor as SplitDesc, RawDescriptor};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::super::chain::testing::{memory, CountingIrq, F_NEXT, F_WRITE};
+use super::super::chain::testing::{memory, CountingIrq, Ring, F_NEXT, F_WRITE};
 use super::*;
 
-/// One split ring at fixed addresses (the two queues need two).
-struct Ring {
-    desc: u64,
-    avail: u64,
-    used: u64,
-}
-
+const SIZE: u16 = 16;
+/// The two queues' rings, side by side in one guest memory.
 const RX_RING: Ring = Ring {
     desc: 0x1000,
     avail: 0x3000,
     used: 0x4000,
+    size: SIZE,
 };
 const TX_RING: Ring = Ring {
     desc: 0x5000,
     avail: 0x7000,
     used: 0x8000,
+    size: SIZE,
 };
-const SIZE: u16 = 16;
 const DATA: u64 = 0x10000;
 const TX_DATA: u64 = 0x80000;
 
-impl Ring {
-    fn queue(&self, mem: &GuestMemory) -> Queue {
-        let mut q = Queue::new(SIZE).unwrap();
-        q.set_size(SIZE);
-        q.set_desc_table_address(Some(self.desc as u32), Some(0));
-        q.set_avail_ring_address(Some(self.avail as u32), Some(0));
-        q.set_used_ring_address(Some(self.used as u32), Some(0));
-        q.set_ready(true);
-        assert!(q.is_valid(mem));
-        q
-    }
-
-    fn desc(&self, mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let d = SplitDesc::new(addr, len, flags, next);
-        mem.write_obj(
-            RawDescriptor::from(d),
-            GuestAddress(self.desc + 16 * u64::from(i)),
-        )
-        .unwrap();
-    }
-
-    fn offer(&self, mem: &GuestMemory, head: u16) {
-        let idx: u16 = mem.read_obj(GuestAddress(self.avail + 2)).unwrap();
-        let slot = self.avail + 4 + 2 * u64::from(idx % SIZE);
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        mem.write_obj(idx.wrapping_add(1), GuestAddress(self.avail + 2))
-            .unwrap();
-    }
-
+trait Post {
     /// A one-descriptor receive buffer of `len` bytes at `addr`.
+    fn post(&self, mem: &GuestMemory, head: u16, addr: u64, len: u32);
+}
+
+impl Post for Ring {
     fn post(&self, mem: &GuestMemory, head: u16, addr: u64, len: u32) {
         self.desc(mem, head, addr, len, F_WRITE, 0);
         self.offer(mem, head);
-    }
-
-    fn used(&self, mem: &GuestMemory) -> Vec<(u32, u32)> {
-        let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();
-        (0..u64::from(idx))
-            .map(|i| {
-                let at = self.used + 4 + 8 * (i % u64::from(SIZE));
-                (
-                    mem.read_obj(GuestAddress(at)).unwrap(),
-                    mem.read_obj(GuestAddress(at + 4)).unwrap(),
-                )
-            })
-            .collect()
     }
 }
 
