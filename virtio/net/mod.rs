@@ -174,21 +174,16 @@ impl VirtioDevice for Net {
         wb.watch(tx.kick.as_fd_borrowed(), T_TX_KICK)
             .map_err(worker_err)?;
         wb.watch(rx_poll.0.as_fd(), T_BACKEND).map_err(worker_err)?;
-        let mut port = Port {
-            mem: act.mem,
-            irq: act.irq,
-            rx,
-            tx,
-            backend: self.backend.clone(),
-            mergeable: act.features & F_MRG_RXBUF != 0,
+        let mergeable = act.features & F_MRG_RXBUF != 0;
+        let queues = (rx, tx);
+        let mut port = Port::new(
+            act.mem,
+            act.irq,
+            queues,
+            self.backend.clone(),
+            mergeable,
             rx_poll,
-            armed: false,
-            rx_dead: false,
-            frame: vec![0u8; MAX_FRAME],
-            pending: None,
-            tx_buf: vec![0u8; MAX_FRAME],
-        };
-        port.arm();
+        );
         let w = wb
             .spawn(NAME, move |token| port.handle(token))
             .map_err(worker_err)?;
@@ -235,6 +230,34 @@ enum Delivery {
 }
 
 impl Port {
+    /// A port over the driver's (rx, tx) queues, already waiting for
+    /// frames from the backend if it has receive buffers.
+    fn new(
+        mem: GuestMemory,
+        irq: Arc<dyn Interrupt>,
+        (rx, tx): (ActiveQueue, ActiveQueue),
+        backend: Arc<Mutex<Box<dyn NetBackend>>>,
+        mergeable: bool,
+        rx_poll: Epoll,
+    ) -> Self {
+        let mut port = Port {
+            mem,
+            irq,
+            rx,
+            tx,
+            backend,
+            mergeable,
+            rx_poll,
+            armed: false,
+            rx_dead: false,
+            frame: vec![0u8; MAX_FRAME],
+            pending: None,
+            tx_buf: vec![0u8; MAX_FRAME],
+        };
+        port.arm();
+        port
+    }
+
     fn handle(&mut self, token: u64) -> Flow {
         let backend = self.backend.clone();
         let mut be = lock(&backend);

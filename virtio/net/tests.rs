@@ -96,21 +96,20 @@ fn rig(mergeable: bool) -> Rig {
     let mem = memory();
     let (backend, host) = sock_pair();
     let irq = Arc::new(CountingIrq::default());
-    let mut port = Port {
-        mem: mem.clone(),
-        irq: irq.clone(),
-        rx: active_queue(&RX_RING, &mem, RX),
-        tx: active_queue(&TX_RING, &mem, TX),
-        backend: Arc::new(Mutex::new(backend)),
+    let queues = (
+        active_queue(&RX_RING, &mem, RX),
+        active_queue(&TX_RING, &mem, TX),
+    );
+    let rx_poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    let backend = Arc::new(Mutex::new(backend));
+    let port = Port::new(
+        mem.clone(),
+        irq.clone(),
+        queues,
+        backend,
         mergeable,
-        rx_poll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
-        armed: false,
-        rx_dead: false,
-        frame: vec![0u8; MAX_FRAME],
-        pending: None,
-        tx_buf: vec![0u8; MAX_FRAME],
-    };
-    port.arm();
+        rx_poll,
+    );
     Rig {
         mem,
         port,
