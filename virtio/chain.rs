@@ -457,6 +457,43 @@ mod tests {
         assert!(!has_available(&q, &mem));
     }
 
+    /// With VIRTIO_RING_F_EVENT_IDX the driver says after which used
+    /// index it wants an interrupt, and the device says at which avail
+    /// index it wants a kick.
+    #[test]
+    fn serve_queue_follows_the_event_indexes() {
+        const SIZE: u16 = 16;
+        let ring = Ring { size: SIZE, ..RING };
+        let used_event = GuestAddress(ring.avail + 4 + 2 * u64::from(SIZE));
+        let avail_event = GuestAddress(ring.used + 4 + 8 * u64::from(SIZE));
+        let mem = memory();
+        let mut q = ring.queue(&mem);
+        q.set_event_idx(true);
+        let irq = CountingIrq::default();
+        let mut serve = |q: &mut Queue| serve_queue("test", 0, q, &mem, &irq, 1 << 20, |_| 0);
+
+        // The driver wants an interrupt once used idx passes 0.
+        mem.write_obj(0u16, used_event).unwrap();
+        ring.desc(&mem, 0, DATA, 4, F_WRITE, 0);
+        ring.offer(&mem, 0);
+        assert!(serve(&mut q));
+        // Served up to avail idx 1: the next kick is wanted when the
+        // driver makes entry 1 available.
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 1);
+
+        // Now only once used idx passes 3: used idx 2 and 3 interrupt
+        // nobody, 4 does.
+        mem.write_obj(3u16, used_event).unwrap();
+        for head in 1..4 {
+            ring.desc(&mem, head, DATA, 4, F_WRITE, 0);
+            ring.offer(&mem, head);
+            assert!(serve(&mut q));
+        }
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 4);
+        assert_eq!(ring.used(&mem).len(), 4);
+        assert_eq!(*irq.queues.lock().unwrap(), vec![0, 0]);
+    }
+
     fn used_entries(mem: &GuestMemory) -> Vec<(u32, u32)> {
         used(mem)
     }
