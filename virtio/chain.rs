@@ -470,7 +470,7 @@ mod tests {
         let mut q = ring.queue(&mem);
         q.set_event_idx(true);
         let irq = CountingIrq::default();
-        let mut serve = |q: &mut Queue| serve_queue("test", 0, q, &mem, &irq, 1 << 20, |_| 0);
+        let serve = |q: &mut Queue| serve_queue("test", 0, q, &mem, &irq, 1 << 20, |_| 0);
 
         // The driver wants an interrupt once used idx passes 0.
         mem.write_obj(0u16, used_event).unwrap();
