@@ -18,6 +18,16 @@ if ! /kvmcheck; then
     echo "LKVM-L1-NOKVM"
     poweroff -f
 fi
+# From here on the console carries L2's output and the lines the harness
+# parses, and an L1 kernel message written into the middle of one breaks it
+# (seen: "hrtimer: interrupt took ..." glued to the 9p line). L1's messages
+# stay in its log: the watchdog and the end of the run print them. Oopses
+# and panics still reach the console (the kernel turns it verbose for them).
+kmsg_from=$(dmesg | wc -l)
+echo 1 > /proc/sys/kernel/printk
+l1_kmsg() {
+    dmesg | tail -n +$((kmsg_from + 1)) | tail -n 40 | sed 's/^/LKVM-L1-KMSG /'
+}
 echo "LKVM-L1-READY"
 
 cpus=$(arg lkvm.cpus); mem=$(arg lkvm.mem); token=$(arg lkvm.token)
@@ -28,7 +38,9 @@ if [ "$mode" = sandbox ]; then
     echo "LKVM-START lkvm sandbox -- sh -c 'uname -m; exit 3'"
     /lkvm sandbox -k /l2/kernel -i /l2/initrd-sandbox.cpio.gz -c "$cpus" -m "$mem" $extra \
         -p "$(cat /l2/params)" -- sh -c 'uname -m; exit 3'
-    echo "LKVM-EXIT rc=$?"
+    rc=$?
+    l1_kmsg
+    echo "LKVM-EXIT rc=$rc"
     poweroff -f
 fi
 initrd=/l2/initrd-test.cpio.gz
@@ -66,6 +78,7 @@ if [ "$mode" = test ]; then
         sleep "${after:-200}"
         echo "LKVM-L1-WATCHDOG: L2 still runs after ${after:-200} s; lkvm debug --dump:"
         /lkvm debug -n lab-l2 --dump
+        l1_kmsg
     ) &
     watchdog=$!
 fi
@@ -77,13 +90,13 @@ if [ -n "$virtio" ]; then
     # What L2 left behind, for the harness: the file it wrote through 9p,
     # and the disk image (gzip, base64) to read back with debugfs.
     echo "LKVM-L1-9P $(cat /share/from-l2.txt 2>/dev/null)"
-    # Kernel messages must not land inside the dump; the checksum tells a
-    # dump damaged on the way from a disk lkvm wrote wrongly.
-    echo 1 > /proc/sys/kernel/printk
+    # The checksum tells a dump damaged on the way from a disk lkvm wrote
+    # wrongly.
     echo "LKVM-L1-DISK-SHA256 $(sha256sum < /l2/disk.img)"
     echo "LKVM-L1-DISK-BEGIN"
     gzip -c /l2/disk.img | base64
     echo "LKVM-L1-DISK-END"
 fi
+l1_kmsg
 echo "LKVM-EXIT rc=$rc"
 poweroff -f
