@@ -201,6 +201,14 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     # L1 prints lkvm's vCPU state if L2 still runs this long after L1 boots.
     append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
+    tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
+                    *kparams.split()])
+    tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
+    # QEMU logs an L1 triple fault here; with -no-reboot it would
+    # otherwise just exit 0, as after an orderly power-off.
+    qemu_log = CACHE / "work" / arch / f"qemu-{tag}.log"
+    qemu_log.unlink(missing_ok=True)
+    cmd += ["-d", "cpu_reset", "-D", str(qemu_log)]
     rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     if virtio:
@@ -294,9 +302,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
-                    *kparams.split()])
-    tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
+    if reason and reason.startswith("QEMU exited"):
+        try:
+            said = [l.strip() for l in qemu_log.read_text(errors="replace").splitlines()
+                    if "fault" in l.lower()]
+        except OSError:
+            said = []
+        reason += f"; QEMU's log: {said[-1]}" if said else "; QEMU logged no triple fault"
     console_log = CACHE / "work" / arch / f"console-{tag}.log"
     console_log.write_text("\n".join(lines) + "\n")
     rec["console_log"] = str(console_log)
