@@ -283,6 +283,8 @@ def read_back(image_b64, path, sha256):
     checking the image against the checksum L1 printed with it."""
     if not image_b64:
         raise DumpError("L1 printed no dump")
+    if not sha256:
+        raise DumpError("L1 printed no checksum with the dump")
     try:
         data = gzip.decompress(base64.b64decode(image_b64))
     except (OSError, EOFError, ValueError, zlib.error) as e:

@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
-from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs, disk_image,
-                    l2_initramfs, read_back)
+from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs,
+                    disk_image, l2_initramfs, read_back)
 
 TAIL_LINES = 40
 # Architectures whose boots get one second attempt in `test`. x86_64's L1
