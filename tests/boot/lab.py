@@ -167,6 +167,7 @@ def require_lkvm_support(arch):
 def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
     if variant is None:
         cmd = list(PINS[arch]["qemu"])
+        append = f"{append} {PINS[arch].get('append', '')}".strip()
     else:
         variants = PINS[arch].get("variants", {})
         if variant not in variants:
