@@ -28,6 +28,11 @@ echo 1 > /proc/sys/kernel/printk
 l1_kmsg() {
     dmesg | tail -n +$((kmsg_from + 1)) | tail -n 40 | sed 's/^/LKVM-L1-KMSG /'
 }
+# Where L1's kernel text and modules are (KASLR moves them), so the lab can
+# name the code an L1 CPU sits in when a boot times out.
+text=$(awk '$3 == "_text" { s = $1 } $3 == "_etext" { print "vmlinux=0x" s "-0x" $1; exit }' \
+    /proc/kallsyms)
+echo "LKVM-L1-TEXT $text $(awk '{ printf "%s=%s+%s ", $1, $6, $2 }' /proc/modules)"
 echo "LKVM-L1-READY"
 
 cpus=$(arg lkvm.cpus); mem=$(arg lkvm.mem); token=$(arg lkvm.token)

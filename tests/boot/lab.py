@@ -28,12 +28,15 @@ import re
 import secrets
 import select
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import monitor
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
 from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs,
                     disk_image, l2_initramfs, read_back)
@@ -210,6 +213,10 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     qemu_log = CACHE / "work" / arch / f"qemu-{tag}.log"
     qemu_log.unlink(missing_ok=True)
     cmd += ["-d", "cpu_reset", "-D", str(qemu_log)]
+    # A short path: unix socket names are limited to 108 bytes.
+    mon_dir = tempfile.mkdtemp(prefix="lkvm-lab-")
+    mon_sock = Path(mon_dir) / "monitor"
+    cmd += monitor.qemu_args(mon_sock)
     rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     if virtio:
@@ -225,6 +232,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                             stderr=subprocess.STDOUT)
     pending = b""
     reason = None
+    l1_text = []
     deadline = t0 + timeout
     try:
         while True:
@@ -266,6 +274,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                 m = re.search(r"LKVM-L2-IRQS (.*)", line)
                 if m:
                     rec["l2_irqs"] = m.group(1).strip()
+                if "LKVM-L1-TEXT" in line:
+                    l1_text = monitor.text_ranges(line)
                 m = re.search(r"LKVM-L1-9P (\S*)", line)
                 if m:
                     rec["l1_9p"] = m.group(1)
@@ -299,10 +309,14 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                 break
             if "lkvm_exit" in rec:
                 break
+        if reason and reason.startswith("timeout") and proc.poll() is None:
+            reason += l1_cpu_state(mon_sock, CACHE / "work" / arch / f"monitor-{tag}.log",
+                                   l1_text)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        shutil.rmtree(mon_dir, ignore_errors=True)
     if reason and reason.startswith("QEMU exited"):
         try:
             said = [l.strip() for l in qemu_log.read_text(errors="replace").splitlines()
@@ -353,6 +367,19 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     else:
         rec["result"] = "pass"
     return rec
+
+
+def l1_cpu_state(sock, keep, l1_text):
+    """For a boot that timed out: where QEMU's CPUs (L1's) are, kept in
+    full in `keep`, one entry per CPU for the error line."""
+    try:
+        said = monitor.ask(sock, ["info registers -a"])
+    except monitor.MonitorError as e:
+        return f"; {e}"
+    registers = said["info registers -a"]
+    keep.write_text(registers)
+    summary = monitor.cpu_summary(registers, l1_text)
+    return f"; L1's CPUs: {', '.join(summary) or 'none listed'} (registers in {keep})"
 
 
 def print_tail(lines):
