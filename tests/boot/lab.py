@@ -168,15 +168,15 @@ def require_lkvm_support(arch):
 
 
 def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
-    if variant is None:
-        cmd = list(PINS[arch]["qemu"])
-        append = f"{append} {PINS[arch].get('append', '')}".strip()
-    else:
+    # The default L1 machine is the arch's own table; a variant has its own.
+    machine = PINS[arch]
+    if variant is not None:
         variants = PINS[arch].get("variants", {})
         if variant not in variants:
             raise LabError(f"{arch} has no L1 variant {variant!r} (known: {', '.join(variants)})")
-        cmd = list(variants[variant]["qemu"])
-        append = f"{append} {variants[variant].get('append', '')}".strip()
+        machine = variants[variant]
+    cmd = list(machine["qemu"])
+    append = f"{append} {machine.get('append', '')}".strip()
     cmd += ["-nographic", "-nic", "none", "-no-reboot",
             "-kernel", str(inputs.l1_kernel), "-initrd", str(initrd), "-append", append]
     if interactive:
@@ -210,7 +210,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     # QEMU logs an L1 triple fault here; with -no-reboot it would
     # otherwise just exit 0, as after an orderly power-off.
-    qemu_log = CACHE / "work" / arch / f"qemu-{tag}.log"
+    workdir = CACHE / "work" / arch
+    qemu_log = workdir / f"qemu-{tag}.log"
     qemu_log.unlink(missing_ok=True)
     cmd += ["-d", "cpu_reset", "-D", str(qemu_log)]
     # A short path: unix socket names are limited to 108 bytes.
@@ -310,8 +311,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
             if "lkvm_exit" in rec:
                 break
         if reason and reason.startswith("timeout") and proc.poll() is None:
-            reason += l1_cpu_state(mon_sock, CACHE / "work" / arch / f"monitor-{tag}.log",
-                                   l1_text)
+            reason += l1_cpu_state(mon_sock, workdir / f"monitor-{tag}.log", l1_text)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -324,7 +324,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         except OSError:
             said = []
         reason += f"; QEMU's log: {said[-1]}" if said else "; QEMU logged no triple fault"
-    console_log = CACHE / "work" / arch / f"console-{tag}.log"
+    console_log = workdir / f"console-{tag}.log"
     console_log.write_text("\n".join(lines) + "\n")
     rec["console_log"] = str(console_log)
     rec["qemu_to_l1_ready_s"] = marks.get("l1_ready")

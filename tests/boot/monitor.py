@@ -12,8 +12,6 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]|\r")
 # riscv64 and ppc64.
 PC = re.compile(r"\b(RIP|PC|pc|NIP)\s*[=:]?\s*([0-9a-fA-F]{8,16})\b")
 CPU_HEADER = re.compile(r"^CPU#(\d+)", re.M)
-
-
 # L1's `LKVM-L1-TEXT vmlinux=0xS-0xE kvm=0xS+SIZE ...` line.
 TEXT_RANGE = re.compile(r"([\w-]+)=0x([0-9a-fA-F]+)([-+])(?:0x([0-9a-fA-F]+)|(\d+))")
 
@@ -76,8 +74,6 @@ def cpu_summary(registers, ranges=()):
     """One short entry per CPU from `info registers -a`: its program
     counter (and where in L1 that is), and `halted` where x86 says HLT=1."""
     heads = list(CPU_HEADER.finditer(registers))
-    if not heads:
-        return []
     summary = []
     for i, head in enumerate(heads):
         end = heads[i + 1].start() if i + 1 < len(heads) else len(registers)
