@@ -46,6 +46,7 @@ lint: fmt-check clippy
 
 unit:
 	$(CARGO) test --all-targets
+	python3 -m unittest discover -s tests/boot -p 'test_*.py'
 
 test: lint unit cross boot-test-supported
 
