@@ -593,6 +593,12 @@ impl Arch for Aarch64 {
         fdt_nodes: &[DeviceNode],
     ) -> Result<Boot, Error> {
         let image = Image::parse(kernel)?;
+        log::debug!(
+            "arm64: kernel format {:?}, text offset {:#x}, {} bytes",
+            image.format,
+            image.text_offset,
+            image.image_size
+        );
         let Placement {
             kernel: kernel_at,
             kernel_end,

@@ -556,7 +556,10 @@ impl Arch for Riscv64 {
         cmdline: &str,
         fdt_nodes: &[DeviceNode],
     ) -> Result<Boot, Error> {
-        let size = image::parse(kernel)?;
+        let (format, size) = image::parse(kernel)?;
+        log::debug!(
+            "riscv64: kernel format {format:?}, {size} bytes from RAM + {KERNEL_OFFSET:#x}"
+        );
         let at = place::place(
             RAM_BASE,
             self.ram_size,

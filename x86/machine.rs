@@ -190,6 +190,34 @@ impl X86 {
             .map_err(kvm_err("KVM_SET_LAPIC"))
     }
 
+    /// A flat binary starts in the real mode KVM resets a vCPU to, with
+    /// every segment at `cs`.
+    fn set_real_mode(vcpu: &Vcpu, cs: u16, ip: u16, sp: u16) -> Result<(), Error> {
+        let mut sregs = vcpu.fd().get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        for seg in [
+            &mut sregs.cs,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            seg.selector = cs;
+            seg.base = u64::from(cs) << 4;
+        }
+        vcpu.fd()
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        let regs = kvm_regs {
+            rip: u64::from(ip),
+            rsp: u64::from(sp),
+            rbp: u64::from(sp),
+            rflags: 0x2,
+            ..Default::default()
+        };
+        vcpu.fd().set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+
     fn set_boot_registers(vcpu: &Vcpu, plan: &BootPlan) -> Result<(), Error> {
         let (boot, mut regs): (BootSregs, kvm_regs) = match plan.entry {
             Entry::Linux64 { rip, zero_page } => (
@@ -208,6 +236,7 @@ impl X86 {
                     ..Default::default()
                 },
             ),
+            Entry::RealMode { cs, ip, sp } => return Self::set_real_mode(vcpu, cs, ip, sp),
         };
         regs.rflags = 0x2;
         regs.rsp = BOOT_STACK_TOP;
