@@ -21,9 +21,10 @@ use crate::config::VmConfig;
 use crate::fdt::DeviceNode;
 use crate::hw::acpi_pm::{AcpiPm, ACPI_PM_LEN, ACPI_PM_PORT};
 use crate::hw::i8042::{I8042, I8042_LEN, I8042_PORT, KBD_IRQ};
+use crate::hw::legacy::{attach_uarts, ISA_UARTS};
 use crate::hw::pci::{PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
 use crate::hw::rtc::{Rtc, RTC_LEN, RTC_PORT};
-use crate::hw::serial::{Serial8250, SerialConsole, COM1_IRQ, COM1_PORT, UART_LEN};
+use crate::hw::serial::SerialConsole;
 use crate::hw::IgnoredPorts;
 use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::kvm::{Kvm, Vcpu, Vm};
@@ -335,12 +336,7 @@ impl Arch for X86 {
         // The in-kernel PIC/IOAPIC take ISA IRQ numbers as KVM_IRQ_LINE lines.
         let chip: Arc<dyn IrqChip> = p.vm.clone();
         let edge = |line| IrqLine::new(chip.clone(), line, Trigger::Edge);
-        let serial = Arc::new(Mutex::new(Serial8250::new(
-            edge(COM1_IRQ),
-            Box::new(ConsoleOut),
-        )));
-        p.pio
-            .insert("serial0", COM1_PORT, UART_LEN, serial.clone())?;
+        let serial = attach_uarts(&mut p.pio, &chip, &ISA_UARTS, Box::new(ConsoleOut))?;
         let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(edge(KBD_IRQ), p.ctl.clone())));
         p.pio.insert("i8042", I8042_PORT, I8042_LEN, i8042)?;
         p.pio.insert(
