@@ -27,6 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] loader::Error),
     #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
     Kvm(#[from] kvm::Error),
     #[error(transparent)]
     Memory(#[from] memory::Error),
@@ -109,6 +111,7 @@ fn check_host(cfg: &VmConfig) -> Result<(), Error> {
 pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     let mut phases = Phases::new();
     let mut arch = HostArch::new(cfg).map_err(arch_err)?;
+    let cmdline = cfg.cmdline(arch.default_cmdline())?;
     check_host(cfg)?;
     // Claim the name first: a second guest with a live name is refused
     // before anything is built.
@@ -179,7 +182,6 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     arch.finish_vcpus(&vm, &vcpus).map_err(arch_err)?;
     phases.mark("creating vCPUs");
 
-    let cmdline = cfg.cmdline(arch.default_cmdline());
     log::debug!("kernel command line: {cmdline}");
     // `Boot` is `()` for architectures whose port has not landed yet.
     #[allow(clippy::let_unit_value)]
