@@ -113,6 +113,12 @@ fn find_busybox() -> Result<PathBuf, Error> {
     Err(Error::NoBusybox(BUSYBOX.join(", ")))
 }
 
+/// The host's static busybox, for a guest's initramfs.
+pub fn static_busybox() -> Result<Vec<u8>, Error> {
+    let path = find_busybox()?;
+    std::fs::read(&path).map_err(io_err(&path))
+}
+
 /// lkvm's guest init: mount the kernel filesystems and the host's `/` when
 /// it is shared, then run the sandbox command (recording its status in the
 /// rootfs) or a shell, then end the VM. A reset ends lkvm on every

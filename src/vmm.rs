@@ -29,6 +29,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] config::Error),
     #[error(transparent)]
+    Modules(#[from] crate::modinit::Error),
+    #[error(transparent)]
     Kvm(#[from] kvm::Error),
     #[error(transparent)]
     Memory(#[from] memory::Error),
@@ -122,6 +124,8 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     let kernel = loader::read_image("kernel", &cfg.kernel, cfg.ram_size)?;
     let initrd = match &cfg.initrd {
         Some(p) => Some(loader::read_image("initrd", p, cfg.ram_size)?),
+        // A distribution kernel mounts a 9p root only with its modules.
+        None if cfg.virtio.rootfs.is_some() => crate::modinit::for_9p_root(&kernel)?,
         None => None,
     };
     phases.mark("reading images");
