@@ -149,6 +149,23 @@ fn debug_ioport_logs_the_port_accesses_no_device_handles() {
     assert!(!text(&without.stderr).contains("ioport:"));
 }
 
+/// A guest can make lkvm log as often as it likes; each log statement
+/// writes at most a burst per second and counts the rest.
+#[test]
+fn log_output_a_guest_causes_is_rate_limited() {
+    if !kvm_available() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let out = run(&mut boot("flood", &["--debug-ioport", "--loglevel", "error"]));
+    let secs = start.elapsed().as_secs() + 1;
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    // Unlimited, this is 100000 lines.
+    let lines = err.matches("unhandled out 0x0510").count() as u64;
+    assert!(lines >= 1 && lines <= 20 * secs, "{lines} lines in {secs} s");
+}
+
 #[test]
 fn console_input_reaches_the_guest() {
     if !kvm_available() {
