@@ -157,13 +157,19 @@ fn log_output_a_guest_causes_is_rate_limited() {
         return;
     }
     let start = std::time::Instant::now();
-    let out = run(&mut boot("flood", &["--debug-ioport", "--loglevel", "error"]));
+    let out = run(&mut boot(
+        "flood",
+        &["--debug-ioport", "--loglevel", "error"],
+    ));
     let secs = start.elapsed().as_secs() + 1;
     assert_eq!(out.status.code(), Some(0));
     let err = text(&out.stderr);
     // Unlimited, this is 100000 lines.
     let lines = err.matches("unhandled out 0x0510").count() as u64;
-    assert!(lines >= 1 && lines <= 20 * secs, "{lines} lines in {secs} s");
+    assert!(
+        lines >= 1 && lines <= 20 * secs,
+        "{lines} lines in {secs} s"
+    );
 }
 
 #[test]

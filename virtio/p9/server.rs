@@ -326,6 +326,7 @@ impl Server {
             return Err(Errno::EROFS);
         }
         let f = self.fids.get(fid)?.unopened()?;
+        self.fids.check_open_room()?;
         let (dir, name) = self.root.locate(&f.path)?;
         let (open, st) = host::open_entry(dir.as_fd(), &name, flags)?;
         self.fids.get_mut(fid)?.open = Some(open);

@@ -112,6 +112,28 @@ fn a_read_only_share_reads_but_refuses_every_change() {
     assert!(!t.path().join("d/new").exists() && !t.path().join("e").exists());
 }
 
+/// A guest opening files without closing them gets EMFILE from the
+/// share's limit, not lkvm's descriptors run dry.
+#[test]
+fn open_files_beyond_the_limit_get_emfile() {
+    let t = TempDir::new("emfile");
+    std::fs::write(t.path().join("f"), b"x").unwrap();
+    let mut c = Client::new(t.path());
+    let limit = super::super::fid::open_fid_limit() as u32;
+    for fid in 1..=limit {
+        c.walk(0, fid, &["f"]).unwrap();
+        c.lopen(fid, RDONLY).unwrap();
+    }
+    c.walk(0, limit + 1, &["f"]).unwrap();
+    assert_eq!(c.lopen(limit + 1, RDONLY), Err(Errno::EMFILE));
+    assert_eq!(
+        c.lcreate(0, "g", RDWR | CREATE, 0o644, 0),
+        Err(Errno::EMFILE)
+    );
+    c.clunk(1).unwrap();
+    c.lopen(limit + 1, RDONLY).unwrap();
+}
+
 #[test]
 fn walk_semantics() {
     let t = TempDir::new("walk");
