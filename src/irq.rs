@@ -141,7 +141,7 @@ impl MsiSink for crate::kvm::Vm {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing {
     use super::*;
     use std::sync::Mutex;

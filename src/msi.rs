@@ -196,7 +196,7 @@ pub fn aia_default_routes(sources: u32) -> Vec<(u32, GsiRoute)> {
         .collect()
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing {
     use super::*;
 

@@ -256,7 +256,58 @@ impl VirtioDevice for Balloon {
         st.actual = u32::from_le_bytes(actual);
     }
 
-    fn activate(&mut self, mut act: Activation) -> Result<(), DeviceError> {
+    fn activate(&mut self, act: Activation) -> Result<(), DeviceError> {
+        let worker_err = |e| DeviceError::Worker(NAME, e);
+        let started = self.port(act)?;
+        let port = started.port;
+        let wb = WorkerBuilder::new().map_err(worker_err)?;
+        wb.watch(port.inflate.kick.as_fd_borrowed(), T_INFLATE)
+            .map_err(worker_err)?;
+        wb.watch(port.deflate.kick.as_fd_borrowed(), T_DEFLATE)
+            .map_err(worker_err)?;
+        if let Some(q) = &port.stats {
+            wb.watch(q.kick.as_fd_borrowed(), T_STATS)
+                .map_err(worker_err)?;
+        }
+        if let Some(q) = &port.report {
+            wb.watch(q.kick.as_fd_borrowed(), T_REPORT)
+                .map_err(worker_err)?;
+        }
+        wb.watch(port.request.as_fd_borrowed(), T_STATS_REQUEST)
+            .map_err(worker_err)?;
+        let mut port = port;
+        let w = wb
+            .spawn(NAME, move |token| port.handle(token))
+            .map_err(worker_err)?;
+        self.worker.set(w);
+        self.publish(started.ram, started.irq, started.request_for_control);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.worker.stop();
+        let mut st = lock(&self.shared.state);
+        st.irq = None;
+        st.stats_request = None;
+        // A reset driver holds nothing; the target stays for the next one.
+        st.actual = 0;
+    }
+}
+
+/// A port built from an activation, before its thread starts.
+struct Started {
+    port: Port,
+    /// Guest RAM in bytes.
+    ram: u64,
+    irq: Arc<dyn Interrupt>,
+    /// The stats request eventfd for the control socket, with a stats queue.
+    request_for_control: Option<EventFd>,
+}
+
+impl Balloon {
+    /// Takes the queues the negotiated features name (inflate, deflate,
+    /// then stats and reporting if negotiated) into a port.
+    fn port(&mut self, mut act: Activation) -> Result<Started, DeviceError> {
         let mut next = 2u16;
         let mut slot = |negotiated: bool| {
             negotiated.then(|| {
@@ -278,29 +329,13 @@ impl VirtioDevice for Balloon {
 
         let worker_err = |e| DeviceError::Worker(NAME, e);
         let request = EventFd::new(EFD_NONBLOCK).map_err(worker_err)?;
-        let wb = WorkerBuilder::new().map_err(worker_err)?;
-        wb.watch(inflate.kick.as_fd_borrowed(), T_INFLATE)
-            .map_err(worker_err)?;
-        wb.watch(deflate.kick.as_fd_borrowed(), T_DEFLATE)
-            .map_err(worker_err)?;
-        if let Some(q) = &stats {
-            wb.watch(q.kick.as_fd_borrowed(), T_STATS)
-                .map_err(worker_err)?;
-        }
-        if let Some(q) = &report {
-            wb.watch(q.kick.as_fd_borrowed(), T_REPORT)
-                .map_err(worker_err)?;
-        }
-        wb.watch(request.as_fd_borrowed(), T_STATS_REQUEST)
-            .map_err(worker_err)?;
         let request_for_control = if stats.is_some() {
             Some(request.try_clone().map_err(worker_err)?)
         } else {
             None
         };
-
         let ram: u64 = act.mem.iter().map(|r| r.len()).sum();
-        let mut port = Port {
+        let port = Port {
             mem: act.mem,
             irq: act.irq.clone(),
             inflate,
@@ -312,29 +347,58 @@ impl VirtioDevice for Balloon {
             shared: self.shared.clone(),
             host_page: host_page_size(),
         };
-        let w = wb
-            .spawn(NAME, move |token| port.handle(token))
-            .map_err(worker_err)?;
-        self.worker.set(w);
+        Ok(Started {
+            port,
+            ram,
+            irq: act.irq,
+            request_for_control,
+        })
+    }
 
+    /// Tells the control side the device runs: RAM size (which caps the
+    /// target), the interrupt for target changes, the stats request.
+    fn publish(&self, ram: u64, irq: Arc<dyn Interrupt>, request: Option<EventFd>) {
         let mut st = lock(&self.shared.state);
         let ram_pages = ram / PAGE;
         st.ram_pages = Some(ram_pages);
         if u64::from(st.num_pages) > ram_pages {
             st.num_pages = ram_pages as u32;
         }
-        st.irq = Some(act.irq);
-        st.stats_request = request_for_control;
-        Ok(())
+        st.irq = Some(irq);
+        st.stats_request = request;
+    }
+}
+
+/// Fuzzing hooks: the running device without its thread.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::{Activation, Balloon, DeviceError, Port};
+
+    pub const T_INFLATE: u64 = super::T_INFLATE;
+    pub const T_DEFLATE: u64 = super::T_DEFLATE;
+    pub const T_STATS: u64 = super::T_STATS;
+    pub const T_REPORT: u64 = super::T_REPORT;
+    /// The control socket asked for statistics.
+    pub const T_STATS_REQUEST: u64 = super::T_STATS_REQUEST;
+
+    /// What the device thread owns.
+    pub struct Direct(Port);
+
+    impl Balloon {
+        /// Activates the device as `activate` does, but hands back the
+        /// port instead of starting a thread for it.
+        pub fn fuzz_activate(&mut self, act: Activation) -> Result<Direct, DeviceError> {
+            let started = self.port(act)?;
+            self.publish(started.ram, started.irq, started.request_for_control);
+            Ok(Direct(started.port))
+        }
     }
 
-    fn reset(&mut self) {
-        self.worker.stop();
-        let mut st = lock(&self.shared.state);
-        st.irq = None;
-        st.stats_request = None;
-        // A reset driver holds nothing; the target stays for the next one.
-        st.actual = 0;
+    impl Direct {
+        /// One wake-up of the device thread for `token`.
+        pub fn handle(&mut self, token: u64) {
+            self.0.handle(token);
+        }
     }
 }
 

@@ -239,7 +239,7 @@ pub fn end_of(addr: GuestAddress, len: u32) -> Option<u64> {
     addr.0.checked_add(u64::from(len))
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing {
     //! Hand-built split rings in a `GuestMemoryMmap`, for device tests.
 

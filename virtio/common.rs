@@ -294,7 +294,7 @@ impl Drop for VirtioState {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing {
     //! A device that records what the transport did to it.
 

@@ -4,9 +4,11 @@
 use std::io::Write;
 
 use super::chain::serve_queue;
-use super::device::{Activation, Error, VirtioDevice};
+use super::device::{Activation, Error, Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
 use super::{ids, QUEUE_SIZE};
+use crate::memory::GuestMemory;
+use virtio_queue::Queue;
 
 /// The most one request gets: the driver asks for small amounts, and a
 /// bound keeps a hostile one from making us fill gigabytes.
@@ -43,6 +45,42 @@ pub fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Fills every buffer the driver made available: what the device thread
+/// does on each kick. It stops the thread when the host's entropy fails.
+fn serve_requests(queue: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt) -> Flow {
+    const NAME: &str = "virtio-rng";
+    let mut failed = false;
+    serve_queue(NAME, 0, queue, mem, irq, u64::MAX, |mut c| {
+        let want = c.writer.available_bytes().min(MAX_REQUEST);
+        let mut buf = vec![0u8; want];
+        if let Err(e) = getrandom(&mut buf) {
+            log::error!("{NAME}: getrandom: {e}");
+            failed = true;
+            return 0;
+        }
+        match c.writer.write_all(&buf) {
+            Ok(()) => want as u32,
+            Err(e) => {
+                log::debug!("{NAME}: {e}");
+                0
+            }
+        }
+    });
+    if failed {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
+}
+
+#[cfg(fuzzing)]
+impl Rng {
+    /// Fuzzing hook: one kick of the queue, served on the calling thread.
+    pub fn fuzz_kick(&self, queue: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt) {
+        serve_requests(queue, mem, irq);
+    }
+}
+
 impl VirtioDevice for Rng {
     fn device_type(&self) -> u32 {
         ids::RNG
@@ -74,36 +112,7 @@ impl VirtioDevice for Rng {
         let w = wb
             .spawn(name, move |_| {
                 drain(&q.kick);
-                let mut failed = false;
-                serve_queue(
-                    name,
-                    0,
-                    &mut q.queue,
-                    &mem,
-                    irq.as_ref(),
-                    u64::MAX,
-                    |mut c| {
-                        let want = c.writer.available_bytes().min(MAX_REQUEST);
-                        let mut buf = vec![0u8; want];
-                        if let Err(e) = getrandom(&mut buf) {
-                            log::error!("{name}: getrandom: {e}");
-                            failed = true;
-                            return 0;
-                        }
-                        match c.writer.write_all(&buf) {
-                            Ok(()) => want as u32,
-                            Err(e) => {
-                                log::debug!("{name}: {e}");
-                                0
-                            }
-                        }
-                    },
-                );
-                if failed {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
+                serve_requests(&mut q.queue, &mem, irq.as_ref())
             })
             .map_err(|e| Error::Worker(name, e))?;
         self.worker.set(w);

@@ -294,7 +294,7 @@ impl BusDevice for PciMmioWindow {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing {
     use super::*;
 

@@ -34,15 +34,17 @@ use virtio_bindings::virtio_blk::{
     virtio_blk_config, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
     VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES,
 };
+use virtio_queue::Queue;
 
 use self::request::{
     fallocate_range, Disk, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, MAX_ZERO_SEGMENTS, SECTOR,
 };
 use super::chain::serve_queue;
-use super::device::{read_config_bytes, Activation, Error as DeviceError, VirtioDevice};
+use super::device::{read_config_bytes, Activation, Error as DeviceError, Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
 use super::{features, ids, QUEUE_SIZE};
 use crate::bus::lock;
+use crate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -347,6 +349,31 @@ fn serial(index: usize) -> [u8; VIRTIO_BLK_ID_BYTES as usize] {
     id
 }
 
+/// Serves every request the driver made available on the request queue:
+/// what the device thread does on each kick.
+fn serve_requests(
+    label: &str,
+    disk: &Mutex<Disk>,
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    irq: &dyn Interrupt,
+) {
+    let mut d = lock(disk);
+    // No bound on the chain: the data goes through the bounce buffer, and
+    // Chain::parse keeps every buffer in guest RAM.
+    serve_queue(label, 0, queue, mem, irq, u64::MAX, |c| d.handle(c));
+}
+
+#[cfg(fuzzing)]
+impl Block {
+    /// Fuzzing hook: one kick of the request queue, served on the calling
+    /// thread exactly as the device thread serves it.
+    pub fn fuzz_kick(&self, queue: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt) {
+        let label = lock(&self.disk).label.clone();
+        serve_requests(&label, &self.disk, queue, mem, irq);
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         ids::BLOCK
@@ -383,12 +410,7 @@ impl VirtioDevice for Block {
         let w = wb
             .spawn(&thread, move |_| {
                 drain(&q.kick);
-                let mut d = lock(&disk);
-                // No bound on the chain: the data goes through the bounce
-                // buffer, and Chain::parse keeps every buffer in guest RAM.
-                serve_queue(&label, 0, &mut q.queue, &mem, irq.as_ref(), u64::MAX, |c| {
-                    d.handle(c)
-                });
+                serve_requests(&label, &disk, &mut q.queue, &mem, irq.as_ref());
                 Flow::Continue
             })
             .map_err(|e| DeviceError::Worker(name, e))?;

@@ -28,11 +28,14 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use super::chain::{serve_queue, Chain};
-use super::device::{self, read_config_bytes, Activation, VirtioDevice};
+use super::device::{self, read_config_bytes, Activation, Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
 use super::{ids, QUEUE_SIZE};
 
 use server::Server;
+use virtio_queue::Queue;
+
+use crate::memory::GuestMemory;
 pub use server::MAX_MSIZE;
 
 /// The device offers its mount tag in config space (virtio 1.2, 5.15).
@@ -178,6 +181,57 @@ fn serve_chain(server: &mut Server, c: &mut Chain<'_>) -> u32 {
     }
 }
 
+/// Serves every request the driver made available: what the device
+/// thread does on each kick.
+fn serve_requests(server: &mut Server, queue: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt) {
+    serve_queue("virtio-9p", 0, queue, mem, irq, CHAIN_LIMIT, |mut c| {
+        serve_chain(server, &mut c)
+    });
+}
+
+/// Fuzzing hooks: a 9P session on a share, driven on the calling thread
+/// through the same code the device thread runs.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use nix::errno::Errno;
+    use virtio_queue::Queue;
+
+    use super::path::Root;
+    use super::server::Server;
+    use crate::memory::GuestMemory;
+    use crate::virtio::device::Interrupt;
+
+    /// One session (what one activation of the device serves).
+    pub struct Session(Server);
+
+    impl Session {
+        /// A session on `dir`; `openat2: false` resolves paths as on hosts
+        /// before Linux 5.6 (one openat per component).
+        pub fn new(dir: &Path, read_only: bool, openat2: bool) -> Result<Session, Errno> {
+            let root = Root::open(dir)?;
+            let root = if openat2 {
+                root
+            } else {
+                root.without_openat2()
+            };
+            Ok(Session(Server::new(root, read_only)))
+        }
+
+        /// One T-message in, one R-message out, the reply at most `room`
+        /// bytes.
+        pub fn handle(&mut self, req: &[u8], room: usize) -> Vec<u8> {
+            self.0.handle(req, room)
+        }
+
+        /// One kick of the request queue.
+        pub fn kick(&mut self, queue: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt) {
+            super::serve_requests(&mut self.0, queue, mem, irq);
+        }
+    }
+}
+
 impl VirtioDevice for Virtio9p {
     fn device_type(&self) -> u32 {
         ids::NINE_P
@@ -218,15 +272,7 @@ impl VirtioDevice for Virtio9p {
         let w = wb
             .spawn(name, move |_| {
                 drain(&q.kick);
-                serve_queue(
-                    name,
-                    0,
-                    &mut q.queue,
-                    &mem,
-                    irq.as_ref(),
-                    CHAIN_LIMIT,
-                    |mut c| serve_chain(&mut server, &mut c),
-                );
+                serve_requests(&mut server, &mut q.queue, &mem, irq.as_ref());
                 Flow::Continue
             })
             .map_err(|e| device::Error::Worker(name, e))?;

@@ -124,7 +124,7 @@ impl Root {
     }
 
     /// Resolves only with per-component openat, as on hosts before 5.6.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn without_openat2(self) -> Root {
         self.openat2.set(false);
         self
