@@ -34,7 +34,7 @@ fn image_bytes() -> Vec<u8> {
 fn disks() -> &'static Mutex<Disks> {
     static DISKS: OnceLock<Mutex<Disks>> = OnceLock::new();
     DISKS.get_or_init(|| {
-        let image = process_dir("blk").join("disk.img");
+        let image = process_dir("blk", None).join("disk.img");
         if let Err(e) = std::fs::write(&image, image_bytes()) {
             panic!("{}: {e}", image.display());
         }

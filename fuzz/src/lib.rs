@@ -8,5 +8,7 @@
 
 pub mod driver;
 pub mod input;
+pub mod p9;
+pub mod regs;
 
 pub mod tempdir;

@@ -40,12 +40,21 @@ fn remove_stale(base: &Path) {
     }
 }
 
-/// This process's directory for `tag`, created on first use.
-pub fn process_dir(tag: &str) -> PathBuf {
+/// This process's directory for `tag`, created under `base` if it is a
+/// writable directory, else under the temp dir.
+pub fn process_dir(tag: &str, base: Option<&Path>) -> PathBuf {
     static REGISTERED: OnceLock<()> = OnceLock::new();
-    let base = std::env::temp_dir();
+    let writable = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            // SAFETY: access() only reads the NUL-terminated path.
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+    };
+    let base = base
+        .filter(|b| b.is_dir() && writable(b))
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
     REGISTERED.get_or_init(|| {
-        remove_stale(&base);
+        remove_stale(&std::env::temp_dir());
+        remove_stale(Path::new("/dev/shm"));
         // SAFETY: registers a plain function with no arguments to run at
         // exit; it only touches a static.
         unsafe {
