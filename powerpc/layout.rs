@@ -87,7 +87,9 @@ pub fn place(ram_size: u64, kernel_end: u64, initrd_size: Option<u64>) -> Result
     let rtas = fdt.saturating_sub(RTAS_MAX_SIZE);
     if kernel_end > rtas || top < FDT_MAX_SIZE + RTAS_MAX_SIZE {
         return Err(Error::KernelTooBig {
-            needed: (kernel_end + FDT_MAX_SIZE + RTAS_MAX_SIZE).div_ceil(MIB),
+            needed: kernel_end
+                .saturating_add(FDT_MAX_SIZE + RTAS_MAX_SIZE)
+                .div_ceil(MIB),
             ram: ram_size / MIB,
         });
     }
@@ -150,6 +152,16 @@ mod tests {
         assert!(matches!(
             place(256 * MIB, 0x287_0000, Some(300 * MIB)),
             Err(Error::InitrdDoesNotFit { .. })
+        ));
+    }
+
+    /// An ELF whose segments end near the top of the address space is too
+    /// big, and saying how much RAM it needs must not overflow.
+    #[test]
+    fn a_kernel_ending_at_the_top_of_the_address_space_is_too_big() {
+        assert!(matches!(
+            place(256 * MIB, u64::MAX - 1, None),
+            Err(Error::KernelTooBig { ram: 256, .. })
         ));
     }
 }

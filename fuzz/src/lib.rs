@@ -8,6 +8,7 @@
 
 pub mod driver;
 pub mod input;
+pub mod kernels;
 pub mod p9;
 pub mod regs;
 

@@ -37,11 +37,17 @@ pub fn place(
     kernel_size: u64,
     initrd_size: Option<u64>,
 ) -> Result<Placement, Error> {
-    let kernel = ram_base + kernel_offset;
-    let kernel_end = kernel + kernel_size;
-    let ram_end = ram_base + ram_size;
+    // The offset and size come from the image's header: a sum past the
+    // end of the address space is a kernel too big for any RAM, not an
+    // address that wraps to a small one and passes the checks below.
+    let kernel = ram_base.saturating_add(kernel_offset);
+    let kernel_end = kernel.saturating_add(kernel_size);
+    let ram_end = ram_base.saturating_add(ram_size);
     let too_big = Error::KernelTooBig {
-        needed: (kernel_end + FDT_MAX_SIZE - ram_base).div_ceil(1 << 20),
+        needed: kernel_end
+            .saturating_add(FDT_MAX_SIZE)
+            .saturating_sub(ram_base)
+            .div_ceil(1 << 20),
         ram: ram_size >> 20,
     };
     let top = ram_end.min(ram_base + LOW_LIMIT);
@@ -101,6 +107,20 @@ mod tests {
             place(RAM, 256 << 20, 0, 40 << 20, Some(300 << 20)).unwrap_err(),
             Error::InitrdDoesNotFit { size: 300 << 20 }
         );
+    }
+
+    /// Found by the kernel_image fuzz target: an Image header whose size
+    /// or text offset reaches past the end of the address space made the
+    /// kernel's end wrap to a small address (a panic in debug builds, a
+    /// kernel overlapping its device tree in release builds).
+    #[test]
+    fn header_fields_past_the_address_space_are_too_big() {
+        for (offset, size) in [(0, u64::MAX), (u64::MAX, 0x1000), (1 << 63, 1 << 63)] {
+            assert!(matches!(
+                place(RAM, 256 << 20, offset, size, Some(1 << 20)),
+                Err(Error::KernelTooBig { ram: 256, .. })
+            ));
+        }
     }
 
     #[test]
