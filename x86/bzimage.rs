@@ -135,8 +135,12 @@ impl<'a> BzImage<'a> {
 
     /// Where the kernel's memory footprint ends when it was loaded at
     /// `load_addr`: it decompresses to at least its preferred address.
+    /// Saturates: a preferred address near the top of the address space
+    /// is a footprint no RAM holds, not one that wraps to a small end.
     pub fn footprint_end(&self, load_addr: u64) -> u64 {
-        load_addr.max(self.pref_address) + u64::from(self.init_size)
+        load_addr
+            .max(self.pref_address)
+            .saturating_add(u64::from(self.init_size))
     }
 
     /// Builds the zero page for this kernel.
@@ -229,6 +233,19 @@ mod tests {
         assert_eq!(bz.kernel().len(), 4096);
         assert_eq!(bz.kernel()[1], 1);
         assert_eq!(bz.footprint_end(0x10_0000), 0x180_0000);
+    }
+
+    /// Found by the kernel_bzimage fuzz target: a preferred address near
+    /// the top of the address space made the footprint's end overflow (a
+    /// panic in debug builds; in release builds a small end that let the
+    /// kernel load with its decompression area unaccounted for).
+    #[test]
+    fn a_preferred_address_at_the_top_does_not_wrap() {
+        let mut img = test_image(0x020f, 1, 4096);
+        img[PREF_ADDRESS..PREF_ADDRESS + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        img[INIT_SIZE..INIT_SIZE + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        let bz = BzImage::parse(&img).unwrap();
+        assert_eq!(bz.footprint_end(0x10_0000), u64::MAX);
     }
 
     #[test]
