@@ -6,6 +6,8 @@
 #   make boot-test [ARCH=a]  boot lab: L1 Linux under QEMU runs lkvm on L2
 #   make cross      static lkvm for x86_64, aarch64, riscv64gc, powerpc64le
 #   make bench      VMM overhead benchmarks (JSON lines)
+#   make fuzz [FUZZ_SECONDS=n] [FUZZ_TARGETS="a b"]  every fuzz target n s (60)
+#   make fuzz-smoke the short fuzz run CI does: every target on its seeds
 #   make deps       install apt packages, QEMU, cross linkers, rustup targets
 
 HOST_TARGET := x86_64-unknown-linux-gnu
@@ -17,7 +19,7 @@ CARGO ?= cargo
 ARCH ?=
 
 .PHONY: all build cross deps lint fmt-check clippy unit test bench run clean \
-        boot-test boot-test-supported
+        boot-test boot-test-supported fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -48,7 +50,28 @@ unit:
 	$(CARGO) test --all-targets
 	python3 -m unittest discover -s tests/boot -p 'test_*.py'
 
-test: lint unit cross boot-test-supported
+test: lint unit fuzz-smoke cross boot-test-supported
+
+# Fuzzing (fuzz/, cargo-fuzz on nightly Rust; docs/testing.md). Each target
+# runs FUZZ_SECONDS (make fuzz) or FUZZ_SMOKE_SECONDS (make fuzz-smoke) with
+# libFuzzer's -rss_limit_mb=2048 -timeout=10; any crash, timeout or
+# out-of-memory fails. The smoke's budget (CI has the machine to itself, so
+# two targets run at a time): 23 targets x 15 s / 2 plus a clean build of
+# about 2.5 min on 2 cores, about 5.5 min.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_JOBS ?= 1
+FUZZ_SMOKE_JOBS ?= 2
+FUZZ_TARGETS ?=
+
+fuzz-build:
+	cd fuzz && $(CARGO) +nightly fuzz build
+
+fuzz: fuzz-build
+	python3 tests/tools/fuzz.py run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	python3 tests/tools/fuzz.py smoke --seconds $(FUZZ_SMOKE_SECONDS) --jobs $(FUZZ_SMOKE_JOBS) $(FUZZ_TARGETS)
 
 # Every architecture (or ARCH=...); fails for those lkvm does not support yet.
 boot-test:

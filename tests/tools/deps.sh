@@ -45,3 +45,8 @@ for t in aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu powerpc64le-unkno
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# Fuzzing (make fuzz, make fuzz-smoke): cargo-fuzz needs a nightly toolchain
+# (sanitizers) and is built from crates.io once (about 40 s on 2 cores).
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
