@@ -196,7 +196,10 @@ pub fn aia_default_routes(sources: u32) -> Vec<(u32, GsiRoute)> {
         .collect()
 }
 
+// Test code (also built for the fuzz targets, which clippy does not take
+// for tests): unwrap is fine here.
 #[cfg(any(test, fuzzing))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod testing {
     use super::*;
 

@@ -239,7 +239,10 @@ pub fn end_of(addr: GuestAddress, len: u32) -> Option<u64> {
     addr.0.checked_add(u64::from(len))
 }
 
+// Test code (also built for the fuzz targets, which clippy does not take
+// for tests): unwrap is fine here.
 #[cfg(any(test, fuzzing))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod testing {
     //! Hand-built split rings in a `GuestMemoryMmap`, for device tests.
 
