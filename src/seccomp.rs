@@ -144,6 +144,7 @@ const BASE: &[&str] = &[
 
 /// Waiting on fds, the way device workers and the control thread do.
 const WAIT: &[&str] = &[
+    "epoll_create1",
     "epoll_wait",
     "epoll_pwait",
     "epoll_pwait2",
@@ -233,6 +234,12 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
                 "statx",
                 "lseek",
                 "pread64",
+                // Activating a device builds its state here: the 9p
+                // server asks who lkvm runs as and its descriptor limit.
+                "geteuid",
+                "getuid",
+                "prlimit64",
+                "getrlimit",
             ],
         ],
         Kind::Control => &[
@@ -271,6 +278,8 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
                 "prlimit64",
                 "getrlimit",
                 "ioctl",
+                // The workers it starts install their own filters.
+                "seccomp",
             ],
         ],
         Kind::Device(d) => match d {
@@ -399,6 +408,7 @@ fn table() -> &'static [(&'static str, i64)] {
         SYS_shutdown,
         SYS_getsockopt,
         SYS_setsockopt,
+        SYS_seccomp,
         SYS_clone,
         SYS_clone3,
         SYS_set_robust_list,
