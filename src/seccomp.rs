@@ -110,6 +110,8 @@ impl Device {
 
 /// What every thread needs: memory, locks, signals, its own end, time.
 const BASE: &[&str] = &[
+    // (fcntl: debug builds check an fd with F_GETFD before closing it.)
+    "fcntl",
     "read",
     "write",
     "readv",

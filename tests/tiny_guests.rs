@@ -360,21 +360,25 @@ fn seccomp_filters_every_thread_and_names_a_call_outside_its_list() {
     );
     drop(vm);
 
-    // The guest's ACPI power-off, handled on its vCPU thread, kicks the
-    // other vCPU out of KVM_RUN with a signal (tgkill): take that away.
-    let deny = ("LKVM_SECCOMP_DENY", "vcpu:tgkill");
-    let out = run(boot("hello", &["-c", "2"]).env(deny.0, deny.1));
+    // A driver setting DRIVER_OK starts the device on the vCPU thread
+    // that wrote the status: the device's thread is created through an
+    // epoll instance made there. Take epoll_create1 from the vCPU list.
+    let started = run(&mut boot("virtio-activate", &["--rng"]));
+    assert_eq!(started.status.code(), Some(0), "{}", text(&started.stderr));
+    assert!(text(&started.stdout).contains("virtio device started"));
+    let deny = ("LKVM_SECCOMP_DENY", "vcpu:epoll_create1");
+    let out = run(boot("virtio-activate", &["--rng"]).env(deny.0, deny.1));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     let line = format!(
-        "lkvm: error: seccomp: thread vcpu0 made system call {} (tgkill), which its allow-list does not have",
-        libc::SYS_tgkill
+        "lkvm: error: seccomp: thread vcpu0 made system call {} (epoll_create1), which its allow-list does not have",
+        libc::SYS_epoll_create1
     );
     assert!(err.contains(&line), "{err}");
     assert_eq!(err.matches("lkvm: error:").count(), 1, "{err}");
-    let logged = run(boot("hello", &["-c", "2", "--seccomp", "log"]).env(deny.0, deny.1));
+    let logged = run(boot("virtio-activate", &["--rng", "--seccomp", "log"]).env(deny.0, deny.1));
     assert_eq!(logged.status.code(), Some(0), "{}", text(&logged.stderr));
-    assert!(text(&logged.stdout).starts_with("lkvm test guest: hello"));
-    let off = run(boot("hello", &["-c", "2", "--seccomp", "off"]).env(deny.0, deny.1));
+    assert!(text(&logged.stdout).contains("virtio device started"));
+    let off = run(boot("virtio-activate", &["--rng", "--seccomp", "off"]).env(deny.0, deny.1));
     assert_eq!(off.status.code(), Some(0));
 }
