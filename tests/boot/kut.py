@@ -246,6 +246,10 @@ def judge(case, output, arch, l1):
         return rec
     else:
         error = f"EXIT: STATUS={status}"
+    said = next((l.strip() for l in body if "lkvm: error:" in l), None)
+    if error is not None and said:
+        # lkvm's own error line says more than its exit status.
+        error += f": {said}"
     if error is None:
         rec["result"] = "pass"
     else:
