@@ -174,7 +174,7 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::super::layout::{
-        PCI_MEM_BASE, PCI_MEM_SIZE, RAM_BASE, UART_BASE, UART_LEN, VIRTIO_MMIO_BASE,
+        LEGACY, PCI_MEM_BASE, PCI_MEM_SIZE, RAM_BASE, UART_BASE, UART_LEN, VIRTIO_MMIO_BASE,
     };
     use super::super::regs::kvm_mpidr;
     use super::*;
@@ -190,7 +190,8 @@ mod tests {
         virtio: Option<Transport>,
     }
 
-    /// Two virtio devices (SPIs 33 and 34) as each transport shows them.
+    /// Two virtio devices (the SPIs after the UARTs') as each transport
+    /// shows them.
     fn virtio_parts(c: &Case) -> (Vec<DeviceNode>, Option<PciHostInfo>) {
         match c.virtio {
             Some(Transport::Mmio) => (
@@ -200,7 +201,7 @@ mod tests {
                         compatible: vec!["virtio,mmio"],
                         reg_base: VIRTIO_MMIO_BASE + 0x200 * i,
                         reg_size: 0x200,
-                        irq: Some(33 + i as u32),
+                        irq: Some(LEGACY.next_irq() + i as u32),
                         trigger: Trigger::Level,
                         u32_props: vec![],
                     })
@@ -213,7 +214,7 @@ mod tests {
                     mem_base: PCI_MEM_BASE,
                     mem_size: PCI_MEM_SIZE,
                     cpu_base: PCI_MEM_BASE,
-                    intx: vec![(1, 33), (2, 34)],
+                    intx: vec![(1, LEGACY.next_irq()), (2, LEGACY.next_irq() + 1)],
                     msi: matches!(c.gic, GicKind::V3Its | GicKind::V2m),
                 }),
             ),
@@ -224,9 +225,10 @@ mod tests {
     fn blob(c: &Case) -> Vec<u8> {
         let mpidrs: Vec<u64> = (0..c.cpus).map(kvm_mpidr).collect();
         let gic = GicLayout::new(c.gic, c.cpus).unwrap();
-        let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, 32);
-        let (mut devices, pci) = virtio_parts(c);
-        devices.insert(0, uart.clone());
+        let (virtio, pci) = virtio_parts(c);
+        let mut devices = LEGACY.nodes();
+        let uart = devices[0].clone();
+        devices.extend(virtio);
         build(&FdtInputs {
             mpidrs: &mpidrs,
             ram_base: RAM_BASE,

@@ -27,17 +27,15 @@ use super::gic::{
     self, kvm_irq_line_spi, GicKind, GicLayout, SpiLines, SpiSink, V2mFrame, NR_IRQS,
 };
 use super::image::{self, Image, Placement};
-use super::layout::{
-    FIRST_DEVICE_SPI, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE, UART_BASE, UART_LEN,
-};
+use super::layout::{LEGACY, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE};
 use super::regs;
 use crate::arch::{Arch, Platform};
 use crate::bus;
 use crate::cli::AsyncPfMode;
 use crate::config::VmConfig;
 use crate::fdt::DeviceNode;
-use crate::hw::serial::{Serial8250, SerialConsole};
-use crate::irq::{IrqChip, IrqLine, Trigger};
+use crate::hw::serial::SerialConsole;
+use crate::irq::IrqChip;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
@@ -449,15 +447,8 @@ impl Arch for Aarch64 {
     fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
         let spis: Arc<dyn SpiSink> = Arc::new(VmSpis(p.vm.clone()));
         let chip: Arc<dyn IrqChip> = Arc::new(SpiLines(spis.clone()));
-        let uart_irq = FIRST_DEVICE_SPI;
-        let serial = Arc::new(Mutex::new(Serial8250::new(
-            IrqLine::new(chip.clone(), uart_irq, Trigger::Edge),
-            Box::new(ConsoleOut),
-        )));
-        p.mmio
-            .insert("uart0", UART_BASE, UART_LEN, serial.clone())?;
-        p.fdt_nodes
-            .push(DeviceNode::ns16550a(UART_BASE, UART_LEN, uart_irq));
+        let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
+        p.fdt_nodes.extend(LEGACY.nodes());
         if let Some((base, size)) = self.gic.and_then(|g| g.v2m) {
             p.mmio.insert(
                 "gicv2m",
@@ -469,7 +460,7 @@ impl Arch for Aarch64 {
         let gic = self
             .gic
             .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
-        self.pci = devices::place_virtio(p, &gic, chip, spis, uart_irq + 1)?;
+        self.pci = devices::place_virtio(p, &gic, chip, spis, LEGACY.next_irq())?;
         Ok(Arc::new(SerialConsole(serial)))
     }
 
@@ -593,6 +584,12 @@ impl Arch for Aarch64 {
         fdt_nodes: &[DeviceNode],
     ) -> Result<Boot, Error> {
         let image = Image::parse(kernel)?;
+        log::debug!(
+            "arm64: kernel format {:?}, text offset {:#x}, {} bytes",
+            image.format,
+            image.text_offset,
+            image.image_size
+        );
         let Placement {
             kernel: kernel_at,
             kernel_end,

@@ -2,6 +2,7 @@
 
 pub mod acpi_pm;
 pub mod i8042;
+pub mod legacy;
 pub mod pci;
 pub mod rtc;
 pub mod serial;

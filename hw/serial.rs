@@ -14,8 +14,7 @@ use crate::bus::{lock, BusDevice};
 use crate::irq::IrqLine;
 use crate::term::ConsoleSink;
 
-/// The legacy COM1 port and its ISA interrupt.
-pub const COM1_PORT: u64 = 0x3f8;
+/// COM1's ISA interrupt.
 pub const COM1_IRQ: u32 = 4;
 /// Registers of one UART.
 pub const UART_LEN: u64 = 8;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::irqchip::IrqchipKind;
 use super::layout::{
-    NR_SOURCES, PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, UART_IRQ, VIRTIO_MMIO_BASE,
+    LEGACY, NR_SOURCES, PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, VIRTIO_MMIO_BASE,
     VIRTIO_MMIO_SIZE,
 };
 use crate::arch::Platform;
@@ -23,7 +23,7 @@ pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
     pci_mem_size: PCI_MEM_SIZE,
 };
 
-/// Places `p.virtio`; sources are handed out after the UART's.
+/// Places `p.virtio`; sources are handed out after the UARTs'.
 pub fn place_virtio(
     p: &mut Platform,
     kind: IrqchipKind,
@@ -37,7 +37,7 @@ pub fn place_virtio(
         })),
         IrqchipKind::Plic => None,
     };
-    let mut next = UART_IRQ + 1;
+    let mut next = LEGACY.next_irq();
     let irqs = || {
         let src = next;
         next += 1;

@@ -160,7 +160,7 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::{RAM_BASE, UART_BASE, UART_IRQ, UART_LEN};
+    use super::super::layout::{LEGACY, RAM_BASE};
     use super::*;
     use crate::fdt::testing::{assert_golden, decompile};
 
@@ -190,8 +190,8 @@ mod tests {
         virtio: Vec<DeviceNode>,
         pci: Option<PciHostInfo>,
     ) -> Vec<u8> {
-        let uart = DeviceNode::ns16550a(UART_BASE, UART_LEN, UART_IRQ);
-        let mut devices = vec![uart.clone()];
+        let mut devices = LEGACY.nodes();
+        let uart = devices[0].clone();
         devices.extend(virtio);
         build(&FdtInputs {
             harts,
@@ -213,7 +213,7 @@ mod tests {
             mem_base: super::super::layout::PCI_MEM_BASE,
             mem_size: super::super::layout::PCI_MEM_SIZE,
             cpu_base: super::super::layout::PCI_MEM_BASE,
-            intx: vec![(1, 2), (2, 3)],
+            intx: vec![(1, LEGACY.next_irq()), (2, LEGACY.next_irq() + 1)],
             msi,
         })
     }
@@ -244,7 +244,7 @@ mod tests {
             compatible: vec!["virtio,mmio"],
             reg_base: super::super::layout::VIRTIO_MMIO_BASE,
             reg_size: 0x200,
-            irq: Some(2),
+            irq: Some(LEGACY.next_irq()),
             trigger: Trigger::Level,
             u32_props: vec![],
         };

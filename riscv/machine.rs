@@ -22,8 +22,7 @@ use super::image;
 use super::irqchip::{self, imsic_addr, index_bits, IrqchipKind, IMSIC_IDS};
 use super::isa::{self, HartIsa, ISA_EXTENSIONS};
 use super::layout::{
-    APLIC_BASE, KERNEL_OFFSET, NR_SOURCES, PLIC_BASE, PLIC_SIZE, RAM_BASE, UART_BASE, UART_IRQ,
-    UART_LEN,
+    APLIC_BASE, KERNEL_OFFSET, LEGACY, NR_SOURCES, PLIC_BASE, PLIC_SIZE, RAM_BASE,
 };
 use super::plic::{HartLines, Plic, PlicMmio};
 use super::regs;
@@ -34,7 +33,7 @@ use crate::config::VmConfig;
 use crate::control::GuestExit;
 use crate::fdt::DeviceNode;
 use crate::hw::serial::{Serial8250, SerialConsole};
-use crate::irq::{IrqChip, IrqLine, Trigger};
+use crate::irq::IrqChip;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::loader::place;
 use crate::memory::{GuestMemory, RamRange};
@@ -470,14 +469,8 @@ impl Arch for Riscv64 {
                 plic
             }
         };
-        let serial = Arc::new(Mutex::new(Serial8250::new(
-            IrqLine::new(chip.clone(), UART_IRQ, Trigger::Edge),
-            Box::new(ConsoleOut),
-        )));
-        p.mmio
-            .insert("uart0", UART_BASE, UART_LEN, serial.clone())?;
-        p.fdt_nodes
-            .push(DeviceNode::ns16550a(UART_BASE, UART_LEN, UART_IRQ));
+        let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
+        p.fdt_nodes.extend(LEGACY.nodes());
         p.exits = Arc::new(RiscvExits {
             console: UartSbiConsole {
                 uart: serial.clone(),
@@ -556,7 +549,10 @@ impl Arch for Riscv64 {
         cmdline: &str,
         fdt_nodes: &[DeviceNode],
     ) -> Result<Boot, Error> {
-        let size = image::parse(kernel)?;
+        let (format, size) = image::parse(kernel)?;
+        log::debug!(
+            "riscv64: kernel format {format:?}, {size} bytes from RAM + {KERNEL_OFFSET:#x}"
+        );
         let at = place::place(
             RAM_BASE,
             self.ram_size,

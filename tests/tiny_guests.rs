@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{guest, kvm_available, lkvm, run, run_with_input, text, Interactive};
+use common::{
+    guest, guest_as, kvm_available, lkvm, run, run_with_input, text, Format, Interactive,
+};
 
 fn boot(name: &str, extra: &[&str]) -> std::process::Command {
     let mut cmd = lkvm();
@@ -45,6 +47,50 @@ fn i8042_reset_exits_0() {
     assert_eq!(text(&out.stdout), "lkvm test guest: resetting\r\n");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("VM ending: Reset"));
+}
+
+/// kvmtool's flat real-mode layout: raw bytes at 1000:0000, every segment
+/// 0x1000, the stack at 1000:8000.
+#[test]
+fn flat_real_mode_binary_runs_at_1000_0000_and_resets() {
+    if !kvm_available() {
+        return;
+    }
+    let mut cmd = lkvm();
+    cmd.arg("run")
+        .arg("-k")
+        .arg(guest_as("realmode", Format::Flat))
+        .args(["-m", "64", "-c", "1", "--loglevel", "debug"]);
+    let out = run(&mut cmd);
+    assert_eq!(
+        text(&out.stdout),
+        "lkvm flat guest: real mode, sp=8000\r\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kernel format flat binary"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A PVH kernel in an ELF32 container boots like an ELF64 one.
+#[test]
+fn pvh_elf32_guest_boots() {
+    if !kvm_available() {
+        return;
+    }
+    let mut cmd = lkvm();
+    cmd.arg("run")
+        .arg("-k")
+        .arg(guest_as("reset", Format::Pvh32))
+        .args(["-m", "64", "-c", "1", "--loglevel", "debug"]);
+    let out = run(&mut cmd);
+    assert_eq!(text(&out.stdout), "lkvm test guest: resetting\r\n");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("kernel format ELF32"));
 }
 
 #[test]

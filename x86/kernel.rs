@@ -1,6 +1,7 @@
 //! Placing an x86_64 kernel, its initrd, command line and boot tables in
-//! guest memory. Either a bzImage through the 64-bit boot protocol or an ELF
-//! vmlinux with a PVH entry note.
+//! guest memory. A bzImage through the 64-bit boot protocol, an ELF (64- or
+//! 32-bit) with a PVH entry note, or, as kvmtool does for any other file, a
+//! flat real-mode binary at 1000:0000.
 
 use vm_memory::{Bytes, GuestAddress};
 
@@ -10,13 +11,22 @@ use super::layout::{
     PVH_INFO_ADDR, ZERO_PAGE_ADDR,
 };
 use super::{mptable, pvh, regs};
-use crate::loader::elf::{self, Elf, EM_X86_64};
+use crate::loader::elf::{self, Elf, EM_386, EM_X86_64};
+use crate::loader::flat::{self, Foreign};
 use crate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kernel image is neither a bzImage nor an ELF vmlinux")]
-    UnknownFormat,
+    #[error("kernel image is {}, not a bzImage, ELF vmlinux or flat binary", .0.describe())]
+    Foreign(Foreign),
+    #[error(
+        "flat binary of {size} bytes does not fit between {start:#x} and the EBDA at {end:#x}"
+    )]
+    FlatTooBig { size: u64, start: u64, end: u64 },
+    #[error(
+        "--initrd cannot be used with a flat binary kernel (only bzImage and PVH kernels take one)"
+    )]
+    FlatWithInitrd,
     #[error("bzImage: {0}")]
     BzImage(#[from] bzimage::Error),
     #[error("ELF kernel: {0}")]
@@ -54,7 +64,16 @@ pub enum Entry {
     Linux64 { rip: u64, zero_page: u64 },
     /// PVH: 32-bit protected mode, `rbx` = start info.
     Pvh { rip: u64, start_info: u64 },
+    /// A flat binary: real mode at `cs:ip`, every data segment and the
+    /// stack segment equal to `cs`.
+    RealMode { cs: u16, ip: u16, sp: u16 },
 }
+
+/// kvmtool's real-mode layout for flat binaries: loaded at 1000:0000 with
+/// the stack at 1000:8000.
+pub const FLAT_SEGMENT: u16 = 0x1000;
+pub const FLAT_SP: u16 = 0x8000;
+pub const FLAT_ADDR: u64 = (FLAT_SEGMENT as u64) << 4;
 
 /// Where things ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,11 +116,12 @@ pub fn load(
     let e820 = e820_map(ram_size);
 
     let bz = if BzImage::is_bzimage(kernel) {
+        log::debug!("x86_64: kernel format bzImage");
         Some(BzImage::parse(kernel)?)
     } else if Elf::is_elf(kernel) {
         None
     } else {
-        return Err(Error::UnknownFormat);
+        return load_flat(mem, cpus, kernel, initrd, pci_irqs);
     };
 
     let max_cmdline = match &bz {
@@ -135,13 +155,18 @@ pub fn load(
         }
         None => {
             let elf = Elf::parse(kernel)?;
-            if elf.machine != EM_X86_64 {
+            let machine = if elf.class64 { EM_X86_64 } else { EM_386 };
+            if elf.machine != machine {
                 return Err(elf::Error::WrongMachine {
                     found: elf.machine,
-                    expected: EM_X86_64,
+                    expected: machine,
                 }
                 .into());
             }
+            log::debug!(
+                "x86_64: kernel format ELF{} with a PVH entry note",
+                if elf.class64 { 64 } else { 32 }
+            );
             let entry = pvh::entry_point(&elf).ok_or(Error::NoPvhEntry)?;
             for seg in &elf.segments {
                 if seg.paddr < HIMEM_START || seg.paddr + seg.memsz > low_end {
@@ -228,6 +253,50 @@ pub fn load(
     })
 }
 
+/// A flat binary: no boot protocol, so no command line, initrd or zero
+/// page; the MP table still describes the CPUs and interrupt routing.
+fn load_flat(
+    mem: &GuestMemory,
+    cpus: u32,
+    kernel: &[u8],
+    initrd: Option<&[u8]>,
+    pci_irqs: &[mptable::PciIrq],
+) -> Result<BootPlan, Error> {
+    if let Some(foreign) = flat::recognise(kernel) {
+        return Err(Error::Foreign(foreign));
+    }
+    if initrd.is_some() {
+        return Err(Error::FlatWithInitrd);
+    }
+    let size = kernel.len() as u64;
+    let end = FLAT_ADDR + size;
+    if end > MPTABLE_ADDR {
+        return Err(Error::FlatTooBig {
+            size,
+            start: FLAT_ADDR,
+            end: MPTABLE_ADDR,
+        });
+    }
+    log::debug!("x86_64: kernel format flat binary, {size} bytes at {FLAT_SEGMENT:#x}:0000");
+    write(mem, "kernel", FLAT_ADDR, kernel)?;
+    write(
+        mem,
+        "MP table",
+        MPTABLE_ADDR,
+        &mptable::build(cpus, MPTABLE_ADDR, pci_irqs)?,
+    )?;
+    Ok(BootPlan {
+        entry: Entry::RealMode {
+            cs: FLAT_SEGMENT,
+            ip: 0,
+            sp: FLAT_SP,
+        },
+        kernel_start: FLAT_ADDR,
+        kernel_end: end,
+        initrd: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +367,74 @@ mod tests {
     }
 
     #[test]
+    fn pvh_elf32_enters_at_its_note() {
+        use crate::loader::elf::testing::build32;
+        let mem = guest(16 << 20);
+        let elf = build32(
+            EM_386,
+            0x10_0000,
+            &[(0x10_0000, b"\xf4", 0x1000)],
+            &[("Xen", 18, &0x10_0000u32.to_le_bytes())],
+        );
+        let plan = load(&mem, 16 << 20, 1, &elf, None, "x", &[]).unwrap();
+        assert_eq!(
+            plan.entry,
+            Entry::Pvh {
+                rip: 0x10_0000,
+                start_info: PVH_INFO_ADDR
+            }
+        );
+        // An ELF32 must be i386, an ELF64 x86-64.
+        let wrong = build32(
+            EM_X86_64,
+            0,
+            &[(0x10_0000, b"\xf4", 1)],
+            &[("Xen", 18, &[0; 4])],
+        );
+        assert!(matches!(
+            load(&mem, 16 << 20, 1, &wrong, None, "", &[]),
+            Err(Error::Elf(elf::Error::WrongMachine { expected: 3, .. }))
+        ));
+    }
+
+    #[test]
+    fn other_files_are_flat_real_mode_binaries_at_1000_0000() {
+        let mem = guest(16 << 20);
+        let code = [0xb0, 0x41, 0xe6, 0x80, 0xf4];
+        let plan = load(&mem, 16 << 20, 2, &code, None, "ignored", &[]).unwrap();
+        assert_eq!(
+            plan.entry,
+            Entry::RealMode {
+                cs: 0x1000,
+                ip: 0,
+                sp: 0x8000
+            }
+        );
+        assert_eq!((plan.kernel_start, plan.kernel_end), (0x10000, 0x10005));
+        assert_eq!(read(&mem, 0x10000, 5), code);
+        assert_eq!(read(&mem, MPTABLE_ADDR, 4), b"_MP_");
+        // No boot protocol: the command line is not written.
+        assert_eq!(read(&mem, CMDLINE_ADDR, 4), [0; 4]);
+    }
+
+    #[test]
     fn unusable_kernels_and_layouts_are_refused() {
         let mem = guest(16 << 20);
         let bad = |k: &[u8], rd: Option<&[u8]>, cmd: &str| {
             load(&mem, 16 << 20, 1, k, rd, cmd, &[]).unwrap_err()
         };
-        assert!(matches!(bad(&[0x55; 4096], None, ""), Error::UnknownFormat));
+        assert!(matches!(
+            bad(b"\x1f\x8b\x08\0", None, ""),
+            Error::Foreign(Foreign::Gzip)
+        ));
+        assert!(matches!(
+            bad(&[0x90; 16], Some(b"rd"), ""),
+            Error::FlatWithInitrd
+        ));
+        assert!(matches!(
+            bad(&vec![0x90; 0x9_0000], None, ""),
+            Error::FlatTooBig { size: 0x9_0000, .. }
+        ));
         let no_note = build(EM_X86_64, true, 0, &[(0x10_0000, b"x", 1)], &[]);
         assert!(matches!(bad(&no_note, None, ""), Error::NoPvhEntry));
         let arm = build(

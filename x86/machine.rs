@@ -21,9 +21,10 @@ use crate::config::VmConfig;
 use crate::fdt::DeviceNode;
 use crate::hw::acpi_pm::{AcpiPm, ACPI_PM_LEN, ACPI_PM_PORT};
 use crate::hw::i8042::{I8042, I8042_LEN, I8042_PORT, KBD_IRQ};
+use crate::hw::legacy::{attach_uarts, ISA_UARTS};
 use crate::hw::pci::{PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
 use crate::hw::rtc::{Rtc, RTC_LEN, RTC_PORT};
-use crate::hw::serial::{Serial8250, SerialConsole, COM1_IRQ, COM1_PORT, UART_LEN};
+use crate::hw::serial::SerialConsole;
 use crate::hw::IgnoredPorts;
 use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::kvm::{Kvm, Vcpu, Vm};
@@ -190,6 +191,34 @@ impl X86 {
             .map_err(kvm_err("KVM_SET_LAPIC"))
     }
 
+    /// A flat binary starts in the real mode KVM resets a vCPU to, with
+    /// every segment at `cs`.
+    fn set_real_mode(vcpu: &Vcpu, cs: u16, ip: u16, sp: u16) -> Result<(), Error> {
+        let mut sregs = vcpu.fd().get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        for seg in [
+            &mut sregs.cs,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            seg.selector = cs;
+            seg.base = u64::from(cs) << 4;
+        }
+        vcpu.fd()
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        let regs = kvm_regs {
+            rip: u64::from(ip),
+            rsp: u64::from(sp),
+            rbp: u64::from(sp),
+            rflags: 0x2,
+            ..Default::default()
+        };
+        vcpu.fd().set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+
     fn set_boot_registers(vcpu: &Vcpu, plan: &BootPlan) -> Result<(), Error> {
         let (boot, mut regs): (BootSregs, kvm_regs) = match plan.entry {
             Entry::Linux64 { rip, zero_page } => (
@@ -208,6 +237,7 @@ impl X86 {
                     ..Default::default()
                 },
             ),
+            Entry::RealMode { cs, ip, sp } => return Self::set_real_mode(vcpu, cs, ip, sp),
         };
         regs.rflags = 0x2;
         regs.rsp = BOOT_STACK_TOP;
@@ -306,12 +336,7 @@ impl Arch for X86 {
         // The in-kernel PIC/IOAPIC take ISA IRQ numbers as KVM_IRQ_LINE lines.
         let chip: Arc<dyn IrqChip> = p.vm.clone();
         let edge = |line| IrqLine::new(chip.clone(), line, Trigger::Edge);
-        let serial = Arc::new(Mutex::new(Serial8250::new(
-            edge(COM1_IRQ),
-            Box::new(ConsoleOut),
-        )));
-        p.pio
-            .insert("serial0", COM1_PORT, UART_LEN, serial.clone())?;
+        let serial = attach_uarts(&mut p.pio, &chip, &ISA_UARTS, Box::new(ConsoleOut))?;
         let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(edge(KBD_IRQ), p.ctl.clone())));
         p.pio.insert("i8042", I8042_PORT, I8042_LEN, i8042)?;
         p.pio.insert(

@@ -1,12 +1,13 @@
-//! A small ELF64 reader: program headers and notes, both byte orders. Enough
-//! to load a vmlinux (x86 PVH, ppc64) without trusting any offset in it.
+//! A small ELF reader: program headers and notes, 32- and 64-bit, both byte
+//! orders. Enough to load a vmlinux (x86 PVH, ppc64) or a 32-bit PVH test
+//! kernel without trusting any offset in it.
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("not an ELF file")]
     NotElf,
-    #[error("only 64-bit ELF kernels are supported")]
-    Not64Bit,
+    #[error("unknown ELF class {0}")]
+    BadClass(u8),
     #[error("unknown ELF byte order {0}")]
     BadByteOrder(u8),
     #[error("ELF file is truncated or has out-of-range {0}")]
@@ -17,6 +18,7 @@ pub enum Error {
     NoSegments,
 }
 
+pub const EM_386: u16 = 3;
 pub const EM_PPC64: u16 = 21;
 pub const EM_X86_64: u16 = 62;
 
@@ -45,6 +47,8 @@ pub struct Note<'a> {
 pub struct Elf<'a> {
     data: &'a [u8],
     little: bool,
+    /// ELFCLASS64 (else ELFCLASS32).
+    pub class64: bool,
     pub machine: u16,
     pub entry: u64,
     pub segments: Vec<Segment>,
@@ -68,10 +72,15 @@ impl<'a> Elf<'a> {
         if !Self::is_elf(data) {
             return Err(Error::NotElf);
         }
-        let ident = slice(data, 0, 64, "header")?;
-        if ident[4] != 2 {
-            return Err(Error::Not64Bit);
-        }
+        let class64 = match data.get(4) {
+            Some(2) => true,
+            Some(1) => false,
+            Some(&other) => return Err(Error::BadClass(other)),
+            None => return Err(Error::Truncated("header")),
+        };
+        // Field offsets of the file header and of one program header.
+        let (ehsize, phsize) = if class64 { (64, 56) } else { (52, 32) };
+        let ident = slice(data, 0, ehsize, "header")?;
         let little = match ident[5] {
             1 => true,
             2 => false,
@@ -80,32 +89,52 @@ impl<'a> Elf<'a> {
         let mut elf = Elf {
             data,
             little,
+            class64,
             machine: 0,
             entry: 0,
             segments: Vec::new(),
             note_ranges: Vec::new(),
         };
         elf.machine = elf.u16_at(ident, 18);
-        elf.entry = elf.u64_at(ident, 24);
-        let phoff = elf.u64_at(ident, 32);
-        let phentsize = u64::from(elf.u16_at(ident, 54));
-        let phnum = u64::from(elf.u16_at(ident, 56));
-        if phentsize < 56 {
+        let (phoff, phentsize, phnum) = if class64 {
+            elf.entry = elf.u64_at(ident, 24);
+            (
+                elf.u64_at(ident, 32),
+                elf.u16_at(ident, 54),
+                elf.u16_at(ident, 56),
+            )
+        } else {
+            elf.entry = u64::from(elf.u32_at(ident, 24));
+            (
+                u64::from(elf.u32_at(ident, 28)),
+                elf.u16_at(ident, 42),
+                elf.u16_at(ident, 44),
+            )
+        };
+        if u64::from(phentsize) < phsize {
             return Err(Error::Truncated("program header size"));
         }
-        for i in 0..phnum {
-            let ph = slice(data, phoff + i * phentsize, 56, "program headers")?;
+        for i in 0..u64::from(phnum) {
+            let at = u64::from(phentsize)
+                .checked_mul(i)
+                .and_then(|o| o.checked_add(phoff))
+                .ok_or(Error::Truncated("program headers"))?;
+            let ph = slice(data, at, phsize, "program headers")?;
             let kind = elf.u32_at(ph, 0);
-            let offset = elf.u64_at(ph, 8);
-            let filesz = elf.u64_at(ph, 32);
+            // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz
+            let [offset, vaddr, paddr, filesz, memsz] = if class64 {
+                [8, 16, 24, 32, 40].map(|o| elf.u64_at(ph, o))
+            } else {
+                [4, 8, 12, 16, 20].map(|o| u64::from(elf.u32_at(ph, o)))
+            };
             match kind {
                 PT_LOAD => {
                     let seg = Segment {
                         offset,
-                        vaddr: elf.u64_at(ph, 16),
-                        paddr: elf.u64_at(ph, 24),
+                        vaddr,
+                        paddr,
                         filesz,
-                        memsz: elf.u64_at(ph, 40),
+                        memsz,
                     };
                     slice(data, offset, filesz, "segment")?;
                     if seg.memsz < seg.filesz || seg.paddr.checked_add(seg.memsz).is_none() {
@@ -210,9 +239,59 @@ impl<'a> Elf<'a> {
     }
 }
 
-/// Builds small ELF64 files for tests (of this module and of the loaders).
+/// Builds small ELF files for tests (of this module and of the loaders).
 #[cfg(test)]
 pub mod testing {
+    /// A little-endian ELF32 file; arguments as for [`build`].
+    pub fn build32(
+        machine: u16,
+        entry: u32,
+        segments: &[(u32, &[u8], u32)],
+        notes: &[(&str, u32, &[u8])],
+    ) -> Vec<u8> {
+        let mut note = Vec::new();
+        for (name, kind, desc) in notes {
+            let mut n = name.as_bytes().to_vec();
+            n.push(0);
+            note.extend((n.len() as u32).to_le_bytes());
+            note.extend((desc.len() as u32).to_le_bytes());
+            note.extend(kind.to_le_bytes());
+            note.extend(&n);
+            note.resize(note.len().next_multiple_of(4), 0);
+            note.extend(*desc);
+            note.resize(note.len().next_multiple_of(4), 0);
+        }
+        let phnum = segments.len() + usize::from(!notes.is_empty());
+        let mut f = vec![0u8; 52 + 32 * phnum];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 1;
+        f[5] = 1;
+        f[6] = 1;
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&machine.to_le_bytes());
+        f[24..28].copy_from_slice(&entry.to_le_bytes());
+        f[28..32].copy_from_slice(&52u32.to_le_bytes());
+        f[42..44].copy_from_slice(&32u16.to_le_bytes());
+        f[44..46].copy_from_slice(&(phnum as u16).to_le_bytes());
+        let mut ph = 52;
+        let put = |f: &mut Vec<u8>, ph: usize, kind: u32, paddr: u32, bytes: &[u8], memsz| {
+            let off = f.len() as u32;
+            let fields = [kind, off, paddr, paddr, bytes.len() as u32, memsz];
+            for (i, v) in fields.iter().enumerate() {
+                f[ph + 4 * i..ph + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            f.extend(bytes);
+        };
+        for (paddr, bytes, memsz) in segments {
+            put(&mut f, ph, 1, *paddr, bytes, *memsz);
+            ph += 32;
+        }
+        if !notes.is_empty() {
+            put(&mut f, ph, 4, 0, &note, note.len() as u32);
+        }
+        f
+    }
+
     /// `segments` are (paddr, bytes, memsz); `notes` are (name, type, desc).
     pub fn build(
         machine: u16,
@@ -291,8 +370,32 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::build;
+    use super::testing::{build, build32};
     use super::*;
+
+    #[test]
+    fn elf32_headers_segments_and_notes_are_read() {
+        let file = build32(
+            EM_386,
+            0x10_0040,
+            &[(0x10_0000, b"abcd", 0x2000)],
+            &[("Xen", 18, &[0x40, 0, 0x10, 0])],
+        );
+        let elf = Elf::parse(&file).unwrap();
+        assert!(!elf.class64);
+        assert_eq!((elf.machine, elf.entry), (EM_386, 0x10_0040));
+        assert_eq!(elf.segments.len(), 1);
+        assert_eq!(elf.segment_data(&elf.segments[0]), b"abcd");
+        assert_eq!(elf.phys_end(), 0x10_2000);
+        assert_eq!(elf.notes()[0].desc, &[0x40, 0, 0x10, 0]);
+        // a program header size too small for ELF32
+        let mut f = file.clone();
+        f[42..44].copy_from_slice(&16u16.to_le_bytes());
+        assert_eq!(
+            Elf::parse(&f).unwrap_err(),
+            Error::Truncated("program header size")
+        );
+    }
 
     #[test]
     fn segments_notes_and_entry_are_read_in_both_byte_orders() {
@@ -327,8 +430,14 @@ mod tests {
             Error::Truncated("header")
         );
         let mut f = build(EM_X86_64, true, 0, &[(0x100000, b"x", 1)], &[]);
-        f[4] = 1;
-        assert_eq!(Elf::parse(&f).unwrap_err(), Error::Not64Bit);
+        f[4] = 3;
+        assert_eq!(Elf::parse(&f).unwrap_err(), Error::BadClass(3));
+        // a 32-bit header cut short
+        let f = build32(EM_386, 0, &[(0x100000, b"x", 1)], &[]);
+        assert_eq!(
+            Elf::parse(&f[..40]).unwrap_err(),
+            Error::Truncated("header")
+        );
         let mut f = build(EM_X86_64, true, 0, &[(0x100000, b"x", 1)], &[]);
         f[5] = 7;
         assert_eq!(Elf::parse(&f).unwrap_err(), Error::BadByteOrder(7));
@@ -362,7 +471,7 @@ mod tests {
                     .collect();
                 if buf.len() >= 6 {
                     buf[..4].copy_from_slice(b"\x7fELF");
-                    buf[4] = 2;
+                    buf[4] = 1 + (seed & 1) as u8;
                     buf[5] = 1;
                 }
                 if let Ok(elf) = Elf::parse(&buf) {

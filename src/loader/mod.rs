@@ -2,6 +2,7 @@
 //! one architecture needs.
 
 pub mod elf;
+pub mod flat;
 pub mod place;
 
 use std::fs::File;

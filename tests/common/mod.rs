@@ -30,13 +30,34 @@ fn run_tool(cmd: &mut Command) {
     );
 }
 
-/// Assembles and links `tests/guests/<name>.s` into a PVH ELF. Each test
+/// How a tiny guest is packaged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// 32-bit PVH code in an ELF64 (`guest.ld`: one segment at 1 MiB).
+    Pvh64,
+    /// The same code in an ELF32 (i386).
+    Pvh32,
+    /// Raw bytes linked at 0, for kvmtool's flat real-mode layout.
+    Flat,
+}
+
+/// Assembles and links `tests/guests/<name>.s` into a PVH ELF64.
+pub fn guest(name: &str) -> PathBuf {
+    guest_as(name, Format::Pvh64)
+}
+
+/// Assembles and links `tests/guests/<name>.s` as `format`. Each test
 /// process builds into its own file, then renames it into place, so parallel
 /// test processes never see a half-written guest.
-pub fn guest(name: &str) -> PathBuf {
+pub fn guest_as(name: &str, format: Format) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
     std::fs::create_dir_all(&dir).expect("create guest dir");
-    let out = dir.join(format!("{name}.elf"));
+    let suffix = match format {
+        Format::Pvh64 => "elf",
+        Format::Pvh32 => "elf32",
+        Format::Flat => "flat",
+    };
+    let out = dir.join(format!("{name}.{suffix}"));
     static BUILDS: AtomicUsize = AtomicUsize::new(0);
     let unique = format!(
         "{}.{}",
@@ -44,26 +65,30 @@ pub fn guest(name: &str) -> PathBuf {
         BUILDS.fetch_add(1, Ordering::Relaxed)
     );
     let tmp_obj = dir.join(format!("{name}.{unique}.o"));
-    let tmp_elf = dir.join(format!("{name}.{unique}.elf"));
+    let tmp_out = dir.join(format!("{name}.{unique}.{suffix}"));
     let src = guests_src();
+    let (as_mode, ld_mode) = match format {
+        Format::Pvh64 => ("--64", "elf_x86_64"),
+        Format::Pvh32 | Format::Flat => ("--32", "elf_i386"),
+    };
     run_tool(
         Command::new("as")
-            .arg("--64")
+            .arg(as_mode)
             .arg("-I")
             .arg(&src)
             .arg("-o")
             .arg(&tmp_obj)
             .arg(src.join(format!("{name}.s"))),
     );
-    run_tool(
-        Command::new("ld")
-            .args(["--no-warn-rwx-segments", "-m", "elf_x86_64", "-T"])
-            .arg(src.join("guest.ld"))
-            .arg("-o")
-            .arg(&tmp_elf)
-            .arg(&tmp_obj),
-    );
-    std::fs::rename(&tmp_elf, &out).expect("install guest");
+    let mut ld = Command::new("ld");
+    ld.args(["--no-warn-rwx-segments", "-m", ld_mode]);
+    if format == Format::Flat {
+        ld.args(["-Ttext", "0", "-e", "_start", "--oformat", "binary"]);
+    } else {
+        ld.arg("-T").arg(src.join("guest.ld"));
+    }
+    run_tool(ld.arg("-o").arg(&tmp_out).arg(&tmp_obj));
+    std::fs::rename(&tmp_out, &out).expect("install guest");
     let _ = std::fs::remove_file(&tmp_obj);
     out
 }
