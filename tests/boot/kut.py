@@ -34,8 +34,10 @@ ARCHES = {"aarch64": ("arm64", "aarch64-linux-gnu-", "arm"),
 # lkvm's userspace PLIC; the aia L1 gives L2 an in-kernel AIA.
 MACHINES = {"aarch64": [(None, [])],
             "riscv64": [(None, ["--irqchip", "plic"]), ("aia", ["--irqchip", "aia"])]}
-# Where the .flat files are in L1.
+# Where the .flat files are in L1, and the environ every case gets as
+# its initrd, as upstream's run scripts give one (kutcfg.environ).
 FLAT_DIR = "/kut"
+ENVIRON = f"{FLAT_DIR}/environ"
 # Cases that fail for a reason that is understood, keyed by (arch, L1
 # machine, case). Each says why; one that starts passing is reported so
 # its entry can go. An lkvm bug is listed only as "lkvm bug: ..." with
@@ -122,6 +124,8 @@ def cases(arch, variant, tree, only=None, want_nodefault=()):
     for c in chosen:
         if extra and not any(a == "--irqchip" or a.startswith("--irqchip=") for a in c.args):
             c.args += extra
+        # run_test() puts the environ last: `"${@}" $INITRD`.
+        c.args += ["--initrd", ENVIRON]
     if only:
         chosen = [c for c in chosen if re.fullmatch(only, c.name)]
     return chosen, skipped
@@ -138,12 +142,20 @@ def cases_script(chosen):
     return "\n".join(lines) + "\n"
 
 
-def l1_files(tree, arch, chosen):
-    """{path in L1's initramfs: bytes}: the .flat files the cases use and
-    the case list."""
+def uname_r(l1_kernel):
+    """L1's `uname -r`, from its kernel's file name (boot/vmlinuz-RELEASE
+    in the Debian package)."""
+    return Path(l1_kernel).name.split("-", 1)[1]
+
+
+def l1_files(tree, arch, chosen, l1_release):
+    """{path in L1's initramfs: bytes}: the .flat files the cases use, the
+    environ for L1's kernel release and the case list."""
     _, _, test_dir = ARCHES[arch]
     files = {f"kut/{flat}": (tree / test_dir / flat).read_bytes()
              for flat in sorted({c.flat for c in chosen})}
+    env = kutcfg.environ((tree / "errata.txt").read_text(), l1_release)
+    files[ENVIRON.lstrip("/")] = env.encode()
     files["kut/cases.sh"] = cases_script(chosen).encode()
     return files
 

@@ -223,3 +223,59 @@ def select(entries, arch, max_smp, flat_dir, want_nodefault=()):
         args += DEFAULT_OPTS + shlex.split(e.get("kvmtool_params", ""))
         run.append(Case(name, flat, cpus, args, timeout, groups))
     return run, skipped
+
+
+def _version(s):
+    """A version field as scripts/arch-run.bash reads it: leading digits,
+    or None (unset) when there are none."""
+    m = re.match(r"\d+", s or "")
+    return int(m.group()) if m else None
+
+
+def kernel_version(uname_r):
+    """(VERSION, PATCHLEVEL, SUBLEVEL, EXTRAVERSION) of `uname -r` as
+    env_params splits it; the last two may be None."""
+    v, p, rest = (uname_r.split(".", 2) + ["", ""])[:3]
+    s, _, x = rest.partition("-")
+    return _version(v), _version(p), _version(s), _version(x)
+
+
+def _has_fix(kernel, minver):
+    """env_generate_errata: does a kernel at least `minver` carry the fix?"""
+    kv, kp, ks, kx = kernel
+    v, p, rest = (minver.split(".", 2) + ["", ""])[:3]
+    s, _, x = rest.partition("-")
+    v, p, s, x = _version(v), _version(p), _version(s), _version(x)
+    if v is None or p is None:
+        raise CfgError(f"bad minimum kernel version {minver!r} in errata.txt")
+    if kv > v or (kv == v and kp > p):
+        return True
+    if (kv, kp) != (v, p):
+        return False
+    if ks is not None and s is not None:
+        if ks != s:
+            return ks > s
+        if kx is not None and x is not None:
+            return kx >= x
+        return not x
+    return not s
+
+
+def environ(errata_txt, uname_r):
+    """The environ upstream's run scripts hand every test as its initrd
+    (scripts/arch-run.bash, ENVIRON_DEFAULT=yes, the configure default):
+    TARGET, the host kernel's version (here L1's) and ERRATA_<commit>=y|n
+    from errata.txt for the fixes that kernel has."""
+    kernel = kernel_version(uname_r)
+    lines = ["TARGET=kvmtool", f"KERNEL_VERSION_STRING={uname_r}"]
+    for name, value in zip(("KERNEL_VERSION", "KERNEL_PATCHLEVEL", "KERNEL_SUBLEVEL",
+                            "KERNEL_EXTRAVERSION"), kernel):
+        lines.append(f"{name}={'' if value is None else value}")
+    for raw in errata_txt.splitlines():
+        if raw.startswith("#"):
+            continue
+        fields = re.sub(r"[ \t]", "", raw).split(":")
+        if len(fields) < 2 or not fields[0]:
+            continue
+        lines.append(f"ERRATA_{fields[0]}={'y' if _has_fix(kernel, fields[1]) else 'n'}")
+    return "\n".join(lines) + "\n"

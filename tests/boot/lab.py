@@ -386,7 +386,7 @@ def kut_suite(arch, variant, inputs, tree, only=None, bench=False):
     add_modules(c, inputs.kernel_root, p["modules"])
     c.file("kvmcheck", build_kvmcheck(arch).read_bytes(), 0o755)
     c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
-    for name, data in kut.l1_files(tree, arch, chosen).items():
+    for name, data in kut.l1_files(tree, arch, chosen, kut.uname_r(inputs.l1_kernel)).items():
         c.file(name, data)
     workdir = CACHE / "work" / arch
     workdir.mkdir(parents=True, exist_ok=True)

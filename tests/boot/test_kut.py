@@ -124,6 +124,46 @@ class CfgParsing(unittest.TestCase):
             kutcfg.timeout_s("soon")
 
 
+ERRATA = """#---------------:-------------------------------:------
+# commit        : minimum kernel                : summary
+9e3f7a296940    : 4.9                           : arm64: KVM: pmu: ...
+6c7a5dce22b3    : 4.12                          : KVM: arm/arm64: ...
+8c58be34494b    : 5.6                           : KVM: arm/arm64: ...
+"""
+
+
+class Environ(unittest.TestCase):
+    """Compared with upstream's env_params/env_errata run with a faked
+    `uname -r` (same output for these releases)."""
+
+    def env(self, release):
+        return dict(l.split("=", 1) for l in kutcfg.environ(ERRATA, release).splitlines())
+
+    def test_l1_kernel(self):
+        env = self.env("6.1.0-50-arm64")
+        self.assertEqual(env["TARGET"], "kvmtool")
+        self.assertEqual((env["KERNEL_VERSION"], env["KERNEL_PATCHLEVEL"],
+                          env["KERNEL_SUBLEVEL"], env["KERNEL_EXTRAVERSION"]),
+                         ("6", "1", "0", "50"))
+        self.assertEqual([env[f"ERRATA_{c}"] for c in ("9e3f7a296940", "6c7a5dce22b3",
+                                                        "8c58be34494b")], ["y", "y", "y"])
+
+    def test_version_edges(self):
+        def errata(release):
+            env = self.env(release)
+            return "".join(env[f"ERRATA_{c}"] for c in ("9e3f7a296940", "6c7a5dce22b3",
+                                                         "8c58be34494b"))
+        self.assertEqual(errata("4.12"), "yyn")
+        self.assertEqual(errata("4.11.99-3"), "ynn")
+        self.assertEqual(errata("5.6.0-rc1"), "yyy")
+        self.assertEqual(errata("5.5.19"), "yyn")
+        self.assertEqual(self.env("6.12.107+deb13-riscv64")["KERNEL_SUBLEVEL"], "107")
+        self.assertEqual(self.env("6.12.107+deb13-riscv64")["KERNEL_EXTRAVERSION"], "")
+
+    def test_uname_from_the_kernel_file(self):
+        self.assertEqual(kut.uname_r("/c/boot/vmlinuz-6.1.0-50-arm64"), "6.1.0-50-arm64")
+
+
 class Selection(unittest.TestCase):
     def select(self, **kw):
         return kutcfg.select(kutcfg.parse(CFG), "arm64", 2, "/kut", **kw)
