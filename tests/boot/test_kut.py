@@ -291,10 +291,16 @@ class Results(unittest.TestCase):
 
     def test_xfail_needs_an_entry_and_keeps_the_error(self):
         key = ("riscv64", "aia", "c1")
-        with mock.patch.dict(kut.XFAIL, {key: "L1 lacks it"}):
-            r = kut.judge(case(), (["EXIT: STATUS=3"], 0, 1.0), "riscv64", "aia")
+        with mock.patch.dict(kut.XFAIL, {key: ("L1 lacks it", "FAIL: no widget")}):
+            r = kut.judge(case(), (["FAIL: no widget", "EXIT: STATUS=3"], 0, 1.0), "riscv64",
+                          "aia")
             self.assertEqual((r["result"], r["xfail_reason"]), ("xfail", "L1 lacks it"))
             self.assertEqual(r["error"], "EXIT: STATUS=3")
+            # Failing some other way is a failure.
+            other = kut.judge(case(), (["FAIL: wrong", "EXIT: STATUS=3"], 0, 1.0), "riscv64",
+                              "aia")
+            self.assertEqual(other["result"], "fail")
+            self.assertIn("never showed", other["xfail_unmatched"])
             ok = kut.judge(case(), (["EXIT: STATUS=1"], 0, 1.0), "riscv64", "aia")
             self.assertEqual(ok["result"], "pass")
             self.assertTrue(ok["xfail_stale"])
@@ -302,9 +308,11 @@ class Results(unittest.TestCase):
         self.assertEqual(r["result"], "fail")
 
     def test_every_xfail_entry_says_why(self):
-        for key, why in kut.XFAIL.items():
+        for key, (why, shows) in kut.XFAIL.items():
             self.assertEqual(len(key), 3)
-            self.assertGreater(len(why), 20, key)
+            self.assertIn(key[0], kut.ARCHES)
+            self.assertTrue(why.startswith(("L1 lacks it: ", "lkvm gap: ", "lkvm bug: ")), key)
+            self.assertGreater(len(shows), 10, key)
 
     def test_cases_script_quotes_arguments(self):
         script = kut.cases_script([case("selftest-setup", 10)])
