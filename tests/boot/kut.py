@@ -81,7 +81,7 @@ def tarball():
 
 def absent_message():
     where = os.environ.get(TARBALL_ENV) or ROOT.parent / "shared" / "third_party" / TARBALL_NAME
-    return f"{SUITE}: {where} not found (set {TARBALL_ENV}); the suite is skipped"
+    return f"{SUITE}: {where} not found (set {TARBALL_ENV} to use another file)"
 
 
 def build(arch, tar):

@@ -422,9 +422,9 @@ def kut_all(arches, inputs_of, l1=None, only=None):
     Returns the failures; an absent tarball is one only with CI=true."""
     tar = kut.tarball()
     if tar is None:
-        log(kut.absent_message())
         if os.environ.get("CI") == "true":
-            return [(f"{kut.absent_message()}: CI=true requires it", None)]
+            return [(f"{kut.absent_message()}; CI=true requires it", None)]
+        log(f"{kut.absent_message()}; the suite is skipped")
         return []
     failures = []
     for arch in [a for a in arches if a in kut.ARCHES]:
@@ -446,8 +446,9 @@ def kut_bench(arch, inputs):
     default L1 machine: one JSON line per figure. Returns the failures."""
     tar = kut.tarball()
     if tar is None:
-        log(kut.absent_message())
-        return 1 if os.environ.get("CI") == "true" else 0
+        ci = os.environ.get("CI") == "true"
+        log(f"{kut.absent_message()}; " + ("CI=true requires it" if ci else "micro-bench skipped"))
+        return 1 if ci else 0
     tree = kut.build(arch, tar)
     chosen, _ = kut.cases(arch, None, tree, only="micro-bench", want_nodefault=("micro-bench",))
     if not chosen:
