@@ -313,8 +313,8 @@ def report(arch, l1, chosen, outputs, skipped, suite_error, seconds, workdir):
         counts[rec["result"]] += 1
         what = f"{SUITE} {arch} (L1 {l1}) {c.name}"
         if rec.get("xfail_stale"):
-            log(f"{what}: listed in kut.XFAIL but {'passed' if rec['result'] == 'pass' else 'skipped'}"
-                "; remove its entry")
+            now = "passed" if rec["result"] == "pass" else "skipped"
+            log(f"{what}: listed in kut.XFAIL but {now}; remove its entry")
         if out is not None and rec["result"] in ("fail", "xfail"):
             case_log = workdir / f"kut-{l1}-{c.name}.log"
             case_log.write_text("\n".join(out[0]) + "\n")

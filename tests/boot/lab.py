@@ -396,7 +396,7 @@ def kut_suite(arch, variant, inputs, tree, only=None, bench=False):
     qemu_log.unlink(missing_ok=True)
     cmd = qemu_cmd(arch, inputs, initrd, f"console={p['l1_console']} panic=-1 lkvm.mode=kut",
                    variant=variant) + ["-d", "cpu_reset", "-D", str(qemu_log)]
-    log(f"{kut.SUITE} {arch} (L1 {l1}): {len(chosen)} cases in one L1 boot")
+    log(f"{kut.SUITE} {arch} (L1 {l1}): {len(chosen)} case(s) in one L1 boot")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -753,7 +753,8 @@ def main():
     f = sub.add_parser("fetch")
     f.add_argument("arch", nargs="*")
     args = ap.parse_args()
-    handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench, "run": cmd_run,
+    handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench,
+               "run": cmd_run,
                "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
     try:
         return handler(args)
