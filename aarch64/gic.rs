@@ -13,7 +13,7 @@ use crate::irq::IrqChip;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("unknown --irqchip '{0}' (arm64: gicv2, gicv2m, gicv3, gicv3-its)")]
+    #[error("unknown --irqchip '{0}' (arm64: auto, gicv2, gicv2m, gicv3, gicv3-its)")]
     Unknown(String),
     #[error("{kind} supports at most 8 vCPUs, not {cpus}")]
     TooManyCpus { kind: GicKind, cpus: u32 },
@@ -54,6 +54,28 @@ impl FromStr for GicKind {
 impl GicKind {
     pub fn is_v3(self) -> bool {
         matches!(self, GicKind::V3 | GicKind::V3Its)
+    }
+
+    /// `--irqchip`: a kind, or `None` for `auto`.
+    pub fn parse_option(s: &str) -> Result<Option<GicKind>, Error> {
+        match s {
+            "auto" => Ok(None),
+            other => other.parse().map(Some),
+        }
+    }
+
+    /// kvmtool's automatic choice: the first of gicv3-its, gicv3,
+    /// gicv2m, gicv2 the host can create. `can` answers whether KVM can
+    /// create a vGICv3, an ITS, a vGICv2 (gicv2m is a vGICv2 with lkvm's
+    /// MSI frame).
+    pub fn auto(can: impl Fn(GicKind) -> bool) -> Option<GicKind> {
+        [GicKind::V3Its, GicKind::V3, GicKind::V2m, GicKind::V2]
+            .into_iter()
+            .find(|k| match k {
+                GicKind::V3Its => can(GicKind::V3) && can(GicKind::V3Its),
+                GicKind::V2m => can(GicKind::V2),
+                other => can(*other),
+            })
     }
 }
 
@@ -260,7 +282,7 @@ mod tests {
         }
         assert_eq!(
             "gicv4".parse::<GicKind>().unwrap_err().to_string(),
-            "unknown --irqchip 'gicv4' (arm64: gicv2, gicv2m, gicv3, gicv3-its)"
+            "unknown --irqchip 'gicv4' (arm64: auto, gicv2, gicv2m, gicv3, gicv3-its)"
         );
     }
 
@@ -313,5 +335,22 @@ mod tests {
         f.write(0x100, &70u32.to_le_bytes()); // wrong register
         assert_eq!(*rec.0.lock().unwrap(), vec![(70, true), (70, false)]);
         assert_eq!(kvm_irq_line_spi(33), 0x0100_0021);
+    }
+
+    #[test]
+    fn auto_takes_the_first_the_host_can_create() {
+        let host = |kinds: &'static [GicKind]| move |k: GicKind| kinds.contains(&k);
+        const ALL: &[GicKind] = &[GicKind::V3, GicKind::V3Its, GicKind::V2];
+        assert_eq!(GicKind::auto(host(ALL)), Some(GicKind::V3Its));
+        assert_eq!(GicKind::auto(host(&[GicKind::V3])), Some(GicKind::V3));
+        // An ITS without a GICv3 is no choice.
+        assert_eq!(
+            GicKind::auto(host(&[GicKind::V3Its, GicKind::V2])),
+            Some(GicKind::V2m)
+        );
+        assert_eq!(GicKind::auto(host(&[])), None);
+        assert_eq!(GicKind::parse_option("auto"), Ok(None));
+        assert_eq!(GicKind::parse_option("gicv2"), Ok(Some(GicKind::V2)));
+        assert!(GicKind::parse_option("gicv4").is_err());
     }
 }

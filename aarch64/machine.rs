@@ -118,6 +118,7 @@ pub struct Boot {
 
 pub struct Aarch64 {
     cpus: u32,
+    ram_base: u64,
     ram_size: u64,
     requested_gic: Option<GicKind>,
     gic: Option<GicLayout>,
@@ -244,10 +245,20 @@ impl Aarch64 {
     fn create_gic(&mut self, vm: &Vm) -> Result<(), Error> {
         let kind = match self.requested_gic {
             Some(k) => k,
-            None if create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, true).is_ok() => {
-                GicKind::V3
+            None => {
+                let can = |k: GicKind| {
+                    let t = match k {
+                        GicKind::V3 => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+                        GicKind::V3Its => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
+                        GicKind::V2 | GicKind::V2m => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
+                    };
+                    create_device(vm, t, true).is_ok()
+                };
+                // Nothing creatable: asking for a GICv2 gives the error.
+                let k = GicKind::auto(can).unwrap_or(GicKind::V2);
+                log::info!("arm64: --irqchip auto: {k}, the first of gicv3-its, gicv3, gicv2m, gicv2 this host's KVM can create");
+                k
             }
-            None => GicKind::V2,
         };
         let layout = GicLayout::new(kind, self.cpus)?;
         let (dev_type, op) = if kind.is_v3() {
@@ -354,7 +365,10 @@ impl Arch for Aarch64 {
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         let a = &cfg.arch;
-        let requested_gic = a.irqchip.as_deref().map(str::parse).transpose()?;
+        let requested_gic = match a.irqchip.as_deref() {
+            Some(s) => GicKind::parse_option(s)?,
+            None => None,
+        };
         if let Some(vl) = a.sve_max_vl {
             if vl == 0 || vl % 128 != 0 || vl > 2048 {
                 return Err(Error::BadSveLength(vl));
@@ -362,6 +376,7 @@ impl Arch for Aarch64 {
         }
         Ok(Aarch64 {
             cpus: cfg.cpus,
+            ram_base: cfg.ram_base.unwrap_or(RAM_BASE),
             ram_size: cfg.ram_size,
             requested_gic,
             gic: None,
@@ -391,7 +406,7 @@ impl Arch for Aarch64 {
     }
 
     fn vm_type(&self, kvm: &Kvm) -> Result<u64, Error> {
-        let end = RAM_BASE + self.ram_size;
+        let end = self.ram_base + self.ram_size;
         let bits = 64 - (end - 1).leading_zeros();
         if bits <= DEFAULT_IPA_BITS {
             return Ok(0);
@@ -412,7 +427,7 @@ impl Arch for Aarch64 {
             });
         }
         ranges.push(RamRange {
-            base: RAM_BASE,
+            base: self.ram_base,
             size: ram_size,
         });
         Ok(ranges)
@@ -596,7 +611,7 @@ impl Arch for Aarch64 {
             fdt: fdt_at,
             initrd: initrd_at,
         } = image::place(
-            RAM_BASE,
+            self.ram_base,
             self.ram_size,
             &image,
             initrd.map(|i| i.len() as u64),
@@ -613,7 +628,7 @@ impl Arch for Aarch64 {
             .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
         let blob = fdt::build(&FdtInputs {
             mpidrs: &self.mpidrs,
-            ram_base: RAM_BASE,
+            ram_base: self.ram_base,
             ram_size: self.ram_size,
             cmdline,
             initrd: initrd_at,

@@ -32,6 +32,11 @@ const CTR_AUX_DISABLE: u8 = 1 << 5;
 const CTR_XLATE: u8 = 1 << 6;
 
 const ACK: u8 = 0xfa;
+/// Bytes waiting for the guest to read them. The real controller holds
+/// one; the longest answer here is two (reset: ACK, self-test passed). A
+/// guest that writes without reading must not grow lkvm without bound:
+/// beyond this, new bytes are dropped.
+const OUTPUT_MAX: usize = 16;
 
 /// What the next data-port write means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +85,14 @@ impl I8042 {
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        self.output.extend(bytes);
+        let room = OUTPUT_MAX.saturating_sub(self.output.len());
+        if bytes.len() > room {
+            log::debug!(
+                "i8042: output buffer full; {} bytes dropped",
+                bytes.len() - room
+            );
+        }
+        self.output.extend(bytes.iter().take(room));
         if self.ctr & CTR_KBD_INT != 0 {
             if let Err(e) = self.irq.raise() {
                 log::debug!("i8042: {e}");
@@ -208,6 +220,24 @@ mod tests {
         d.write(DATA, &[0xf4]);
         assert_eq!(read(&mut d, DATA), ACK);
         assert_eq!(read(&mut d, COMMAND) & STATUS_OBF, 0);
+    }
+
+    /// A guest writing the data port without reading back grew lkvm by
+    /// hundreds of MiB; the output buffer now holds at most OUTPUT_MAX.
+    #[test]
+    fn the_output_buffer_is_bounded() {
+        let (mut d, _, _) = dev();
+        for _ in 0..100_000 {
+            d.write(DATA, &[0xff]);
+        }
+        assert_eq!(d.output.len(), OUTPUT_MAX);
+        for _ in 0..OUTPUT_MAX {
+            read(&mut d, DATA);
+        }
+        assert_eq!(read(&mut d, COMMAND) & STATUS_OBF, 0);
+        // Still answers once read empty.
+        d.write(DATA, &[0xf4]);
+        assert_eq!(read(&mut d, DATA), ACK);
     }
 
     #[test]

@@ -27,7 +27,9 @@ const PAGE_SHIFT: u32 = 12;
 /// H_PUT_TCE_INDIRECT takes at most one 4 KiB page of TCEs.
 const MAX_INDIRECT: u64 = 512;
 
-/// The table, sparse: pages never mapped are not stored.
+/// The table, sparse: pages never mapped are not stored. Every index is
+/// checked against the window first, so it never holds more than
+/// `WINDOW_SIZE >> PAGE_SHIFT` (262144) entries.
 #[derive(Default)]
 pub struct TceTable {
     entries: Mutex<HashMap<u64, u64>>,
@@ -41,8 +43,10 @@ impl TceTable {
         if ioba % (1 << PAGE_SHIFT) != 0 {
             return Err(H_P2);
         }
+        // A multiplication, not a shift: a shift drops the high bits of a
+        // page count like 2^52 instead of overflowing.
         let end = pages
-            .checked_shl(PAGE_SHIFT)
+            .checked_mul(1 << PAGE_SHIFT)
             .and_then(|len| ioba.checked_add(len))
             .ok_or(H_P2)?;
         if end > WINDOW_SIZE {
@@ -184,6 +188,24 @@ mod tests {
         );
         assert_eq!(
             t.hcall(H_STUFF_TCE, &mut args(&[l, 0, 1, u64::MAX]), &mem),
+            H_P2
+        );
+        // 2^52 pages: the byte length wraps under a shift; must be refused
+        // before a single entry is stored.
+        for pages in [1u64 << 52, 1 << 63, (1 << 52) + 1] {
+            assert_eq!(
+                t.hcall(H_STUFF_TCE, &mut args(&[l, 0, 1, pages]), &mem),
+                H_P2,
+                "{pages:#x}"
+            );
+        }
+        // The whole window is the most one call can fill.
+        assert_eq!(
+            t.hcall(
+                H_STUFF_TCE,
+                &mut args(&[l, 0x1000, 1, WINDOW_SIZE >> 12]),
+                &mem
+            ),
             H_P2
         );
         assert_eq!(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::bus::Bus;
+use crate::cli::ConsoleKind;
 use crate::config::VmConfig;
 use crate::control::VmControl;
 use crate::fdt::DeviceNode;
@@ -94,6 +95,109 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Injects a non-maskable interrupt (`lkvm debug --nmi`).
     fn inject_nmi(&self, _vcpu: &Vcpu) -> Result<(), String> {
         Err("NMI injection is only available on x86_64".into())
+    }
+}
+
+/// What the shared core knows about an architecture before any VM exists:
+/// what the command line, the kernel search and the kernel command line
+/// builder need. One value per architecture; code outside this file asks
+/// these instead of comparing architecture names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ArchInfo {
+    /// `std::env::consts::ARCH` of the host that runs such guests.
+    pub name: &'static str,
+    /// How users and docs call it ("arm64").
+    pub display: &'static str,
+    /// The kernel tree's `arch/` directory.
+    pub kbuild: &'static str,
+    /// What the kernel build leaves to boot: `arch/<kbuild>/boot/<image>`,
+    /// or `<image>` at the top of the tree when `image_at_top`.
+    pub image: &'static str,
+    pub image_at_top: bool,
+    /// The kernel's `COMMAND_LINE_SIZE`, the terminating NUL included.
+    pub cmdline_size: usize,
+    /// The console a guest gets without `--console`.
+    pub default_console: ConsoleKind,
+    /// Where RAM starts and whether `-m SIZE@ADDR` may move it.
+    pub ram: RamPlacement,
+}
+
+/// Where guest RAM starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RamPlacement {
+    /// Always at this address.
+    Fixed(u64),
+    /// At `default` unless `-m SIZE@ADDR` says otherwise; ADDR may not be
+    /// below `min` (the device region) and must be `align`-aligned.
+    Movable { default: u64, min: u64, align: u64 },
+}
+
+pub const X86_64: ArchInfo = ArchInfo {
+    name: "x86_64",
+    display: "x86_64",
+    kbuild: "x86",
+    image: "bzImage",
+    image_at_top: false,
+    cmdline_size: 2048,
+    default_console: ConsoleKind::Serial,
+    ram: RamPlacement::Fixed(0),
+};
+
+pub const AARCH64: ArchInfo = ArchInfo {
+    name: "aarch64",
+    display: "arm64",
+    kbuild: "arm64",
+    image: "Image",
+    image_at_top: false,
+    cmdline_size: 2048,
+    default_console: ConsoleKind::Serial,
+    // booting.rst: the Image sits text_offset above a 2 MiB-aligned base.
+    ram: RamPlacement::Movable {
+        default: crate::aarch64::layout::RAM_BASE,
+        min: crate::aarch64::layout::RAM_BASE,
+        align: 2 << 20,
+    },
+};
+
+pub const RISCV64: ArchInfo = ArchInfo {
+    name: "riscv64",
+    display: "riscv64",
+    kbuild: "riscv",
+    image: "Image",
+    image_at_top: false,
+    cmdline_size: 1024,
+    default_console: ConsoleKind::Serial,
+    ram: RamPlacement::Fixed(crate::riscv::layout::RAM_BASE),
+};
+
+pub const POWERPC64: ArchInfo = ArchInfo {
+    name: "powerpc64",
+    display: "ppc64le",
+    kbuild: "powerpc",
+    image: "vmlinux",
+    image_at_top: true,
+    cmdline_size: 2048,
+    default_console: ConsoleKind::Hv,
+    ram: RamPlacement::Fixed(0),
+};
+
+/// Every architecture lkvm runs on.
+pub const ARCHES: [&ArchInfo; 4] = [&X86_64, &AARCH64, &RISCV64, &POWERPC64];
+
+/// The architecture named `name` (`std::env::consts::ARCH`).
+pub fn info(name: &str) -> Option<&'static ArchInfo> {
+    ARCHES.iter().copied().find(|a| a.name == name)
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(target_arch = "x86_64")] {
+        pub const HOST: &ArchInfo = &X86_64;
+    } else if #[cfg(target_arch = "aarch64")] {
+        pub const HOST: &ArchInfo = &AARCH64;
+    } else if #[cfg(target_arch = "riscv64")] {
+        pub const HOST: &ArchInfo = &RISCV64;
+    } else {
+        pub const HOST: &ArchInfo = &POWERPC64;
     }
 }
 
@@ -190,4 +294,18 @@ macro_rules! arch_not_implemented {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_architecture_is_found_by_its_name_and_the_host_is_one() {
+        for a in ARCHES {
+            assert_eq!(info(a.name), Some(a));
+        }
+        assert_eq!(info(std::env::consts::ARCH), Some(HOST));
+        assert_eq!(info("mips"), None);
+    }
 }

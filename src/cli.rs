@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a virtual machine
-    Run(Box<RunArgs>),
+    Run(Box<RunCommand>),
     /// Print the version of lkvm
     Version,
     /// Set up a rootfs for a guest (~/.lkvm/NAME)
@@ -120,9 +120,8 @@ pub struct BalloonArgs {
 /// `lkvm debug`.
 #[derive(Debug, Args)]
 pub struct DebugArgs {
-    /// Instance name
-    #[arg(short = 'n', long)]
-    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Print every vCPU's registers and the memory map
     #[arg(short = 'd', long)]
     pub dump: bool,
@@ -134,13 +133,47 @@ pub struct DebugArgs {
     pub sysrq: Option<char>,
 }
 
-/// `lkvm sandbox [run options] -- COMMAND [ARGS...]`.
+/// `lkvm run [options] [KERNEL]`.
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub args: RunArgs,
+    /// Kernel to boot, as kvmtool takes it: the first argument that is not an option (the same as -k)
+    #[arg(id = "kernel_file", value_name = "KERNEL")]
+    pub kernel: Option<PathBuf>,
+}
+
+impl RunCommand {
+    /// The options, with a positional kernel folded into `-k`.
+    pub fn into_args(self) -> Result<RunArgs, String> {
+        let mut args = self.args;
+        if let Some(k) = self.kernel {
+            if let Some(other) = &args.kernel {
+                return Err(format!(
+                    "two kernels given: -k {} and {}",
+                    other.display(),
+                    k.display()
+                ));
+            }
+            args.kernel = Some(k);
+        }
+        Ok(args)
+    }
+}
+
+/// `lkvm sandbox [run options] [--] COMMAND [ARGS...]`.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// The command to run inside the guest
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The host program to run inside the guest, from the caller's working directory, and its arguments
+    #[arg(
+        required = true,
+        value_name = "COMMAND",
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub command: Vec<String>,
 }
 
@@ -206,7 +239,7 @@ pub enum AsyncPfMode {
 /// their handling is tested on every host) and are refused on the others.
 #[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
 pub struct ArchArgs {
-    /// Interrupt controller: arm64 gicv2|gicv2m|gicv3|gicv3-its (default: gicv3 if the host has it, else gicv2); riscv aia|plic (default: aia if the host has it, else plic); powerpc xics-kernel|xics-user (default: in-kernel XICS if the host has it)
+    /// Interrupt controller: arm64 auto|gicv2|gicv2m|gicv3|gicv3-its (default auto: the first of gicv3-its, gicv3, gicv2m, gicv2 the host can create); riscv aia|plic (default: aia if the host has it, else plic); powerpc xics-kernel|xics-user (default: in-kernel XICS if the host has it)
     #[arg(long, help_heading = "Arch-specific options")]
     pub irqchip: Option<String>,
     /// powerpc: guest MMU mode radix|hash|auto (default: radix where the host can)
@@ -267,8 +300,8 @@ pub struct ArchArgs {
     pub aarch32: bool,
     #[arg(long, hide = true)]
     pub vcpu_affinity: Option<String>,
-    #[arg(long, hide = true)]
-    pub override_bad_firmware_cntfrq: bool,
+    #[arg(long, hide = true, value_name = "HZ")]
+    pub override_bad_firmware_cntfrq: Option<String>,
     #[arg(long, hide = true)]
     pub force_pci: bool,
     #[arg(long, hide = true)]
@@ -282,7 +315,7 @@ impl ArchArgs {
             (self.aarch32, "--aarch32"),
             (self.vcpu_affinity.is_some(), "--vcpu-affinity"),
             (
-                self.override_bad_firmware_cntfrq,
+                self.override_bad_firmware_cntfrq.is_some(),
                 "--override-bad-firmware-cntfrq",
             ),
             (self.force_pci, "--force-pci"),
@@ -337,35 +370,81 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 
 /// Rewrites kvmtool's per-extension RISC-V options (`--disable-zbb`,
 /// `--disable-sbi-dbcn`) into lkvm's list options (`--disable-ext zbb`,
-/// `--disable-sbi dbcn`). Only names of known extensions are rewritten, so
-/// `--disable-mte` and typos reach the parser unchanged.
+/// `--disable-sbi dbcn`). Only options are rewritten: names of known
+/// extensions, so `--disable-mte` and typos reach the parser unchanged, and
+/// never an option's value, anything after `--`, or a sandboxed command and
+/// its arguments.
 pub fn rewrite_kvmtool_spellings<I: IntoIterator<Item = std::ffi::OsString>>(
     args: I,
 ) -> Vec<std::ffi::OsString> {
-    use crate::riscv::isa::{isa_ext_id, sbi_ext_id};
-    let mut out = Vec::new();
-    for arg in args {
-        let Some(s) = arg.to_str() else {
+    let cli = Cli::command();
+    let mut iter = args.into_iter();
+    let mut out: Vec<std::ffi::OsString> = iter.next().into_iter().collect();
+    let mut sub: Option<&clap::Command> = None;
+    let mut verbatim = false;
+    let mut value_next = false;
+    for arg in iter {
+        let Some(s) = arg.to_str().filter(|_| !verbatim && !value_next) else {
+            value_next = false;
             out.push(arg);
             continue;
         };
-        if let Some(name) = s
-            .strip_prefix("--disable-sbi-")
-            .filter(|n| sbi_ext_id(n).is_some())
-        {
-            out.push("--disable-sbi".into());
-            out.push(name.into());
-        } else if let Some(name) = s
-            .strip_prefix("--disable-")
-            .filter(|n| isa_ext_id(n).is_some())
-        {
-            out.push("--disable-ext".into());
-            out.push(name.into());
-        } else {
+        let Some(cmd) = sub else {
+            if !s.starts_with('-') {
+                sub = cli.find_subcommand(s);
+            }
             out.push(arg);
+            continue;
+        };
+        if s == "--" || !s.starts_with('-') || s == "-" {
+            // A sandboxed command starts at the first word that is not an
+            // option; everything from there on is its own.
+            verbatim = s == "--" || cmd.get_name() == "sandbox";
+            out.push(arg);
+            continue;
         }
+        if let Some(rewritten) = riscv_spelling(s) {
+            out.extend(rewritten);
+            continue;
+        }
+        value_next = takes_separate_value(cmd, s);
+        out.push(arg);
     }
     out
+}
+
+/// `--disable-sbi-EXT` / `--disable-EXT` as lkvm's list options.
+fn riscv_spelling(s: &str) -> Option<[std::ffi::OsString; 2]> {
+    use crate::riscv::isa::{isa_ext_id, sbi_ext_id};
+    if let Some(name) = s
+        .strip_prefix("--disable-sbi-")
+        .filter(|n| sbi_ext_id(n).is_some())
+    {
+        return Some(["--disable-sbi".into(), name.into()]);
+    }
+    s.strip_prefix("--disable-")
+        .filter(|n| isa_ext_id(n).is_some())
+        .map(|name| ["--disable-ext".into(), name.into()])
+}
+
+/// Whether option word `s` of `cmd` takes the next word as its value.
+fn takes_separate_value(cmd: &clap::Command, s: &str) -> bool {
+    let needs_value = |a: &clap::Arg| {
+        a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0)
+    };
+    if let Some(long) = s.strip_prefix("--") {
+        return !long.contains('=')
+            && cmd
+                .get_arguments()
+                .any(|a| a.get_long() == Some(long) && needs_value(a));
+    }
+    let mut shorts = s.chars().skip(1);
+    match (shorts.next(), shorts.next()) {
+        (Some(c), None) => cmd
+            .get_arguments()
+            .any(|a| a.get_short() == Some(c) && needs_value(a)),
+        _ => false,
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -424,6 +503,8 @@ pub struct RunArgs {
         short = 'n',
         long,
         value_name = "SPEC",
+        num_args = 0..=1,
+        default_missing_value = "",
         help_heading = "Device options"
     )]
     pub network: Vec<String>,
@@ -441,11 +522,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub arch: ArchArgs,
 
+    /// Share the host's / with the default rootfs (mounted at /host) writable, not read-only
+    #[arg(long)]
+    pub hostfs_rw: bool,
+    /// Set by `lkvm sandbox`: the guest runs in the default rootfs.
+    #[arg(skip)]
+    pub sandbox_mode: bool,
+
     // --- Debug options ---
-    /// Log every port I/O access
+    /// The same as --loglevel debug (kvmtool's spelling)
+    #[arg(long)]
+    pub debug: bool,
+    /// Log port I/O accesses no device handles
     #[arg(long)]
     pub debug_ioport: bool,
-    /// Log every MMIO access
+    /// Log MMIO accesses no device handles
     #[arg(long)]
     pub debug_mmio: bool,
 
@@ -473,8 +564,6 @@ pub struct RunArgs {
     #[arg(long, hide = true)]
     pub vfio_pci: Vec<String>,
     #[arg(long, hide = true)]
-    pub debug: bool,
-    #[arg(long, hide = true)]
     pub debug_single_step: bool,
     #[arg(long, hide = true)]
     pub debug_iodelay: Option<String>,
@@ -483,6 +572,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The log level asked for: `--debug` is `--loglevel debug`.
+    pub fn log_filter(&self) -> log::LevelFilter {
+        if self.debug {
+            log::LevelFilter::Debug
+        } else {
+            self.loglevel.filter()
+        }
+    }
+
     /// The first kvmtool option given that lkvm does not implement yet.
     pub fn unsupported_option(&self) -> Option<&'static str> {
         let given = [
@@ -497,7 +595,6 @@ impl RunArgs {
             (self.flash.is_some(), "--flash"),
             (self.no_dhcp, "--no-dhcp"),
             (!self.vfio_pci.is_empty(), "--vfio-pci"),
-            (self.debug, "--debug"),
             (self.debug_single_step, "--debug-single-step"),
             (self.debug_iodelay.is_some(), "--debug-iodelay"),
             (self.vidmode.is_some(), "--vidmode"),
@@ -518,15 +615,29 @@ mod tests {
         Cli::try_parse_from(std::iter::once("lkvm").chain(args.iter().copied()))
     }
 
+    /// The options of a `run` command line, positional kernel folded in.
+    fn run_of(cli: Cli) -> RunArgs {
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        run.into_args().unwrap()
+    }
+
+    fn words(args: &[&str]) -> Vec<String> {
+        let argv = args.iter().map(std::ffi::OsString::from);
+        rewrite_kvmtool_spellings(argv)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
     #[test]
     fn run_takes_kvmtool_short_options() {
         let cli = parse(&[
             "run", "-k", "bz", "-i", "rd", "-p", "quiet", "-c", "2", "-m", "512",
         ])
         .unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("not run")
-        };
+        let run = run_of(cli);
         assert_eq!(run.kernel.as_deref(), Some(std::path::Path::new("bz")));
         assert_eq!(run.initrd.as_deref(), Some(std::path::Path::new("rd")));
         assert_eq!(run.params.as_deref(), Some("quiet"));
@@ -544,9 +655,7 @@ mod tests {
             (&["run", "--vfio-pci", "00:01.0"], "--vfio-pci"),
             (&["run", "--tty", "0"], "--tty"),
         ] {
-            let Command::Run(run) = parse(args).unwrap().command else {
-                panic!("not run")
-            };
+            let run = run_of(parse(args).unwrap());
             assert_eq!(run.unsupported_option(), Some(name));
         }
     }
@@ -559,23 +668,21 @@ mod tests {
 
     #[test]
     fn arch_options_parse_everywhere_and_know_their_architecture() {
-        let Command::Run(run) = parse(&[
-            "run",
-            "--irqchip",
-            "gicv3-its",
-            "--pmu",
-            "--async-pf",
-            "on",
-            "--kaslr-seed",
-            "7",
-            "--dump-dtb",
-            "/tmp/x.dtb",
-        ])
-        .unwrap()
-        .command
-        else {
-            panic!("not run")
-        };
+        let run = run_of(
+            parse(&[
+                "run",
+                "--irqchip",
+                "gicv3-its",
+                "--pmu",
+                "--async-pf",
+                "on",
+                "--kaslr-seed",
+                "7",
+                "--dump-dtb",
+                "/tmp/x.dtb",
+            ])
+            .unwrap(),
+        );
         assert_eq!(run.arch.irqchip.as_deref(), Some("gicv3-its"));
         assert_eq!(run.arch.async_pf, Some(AsyncPfMode::On));
         assert_eq!(run.arch.kaslr_seed, Some(7));
@@ -584,9 +691,7 @@ mod tests {
             run.arch.foreign_option("x86_64"),
             Some(("--irqchip", "arm64, riscv and powerpc"))
         );
-        let Command::Run(run) = parse(&["run", "--aarch32"]).unwrap().command else {
-            panic!("not run")
-        };
+        let run = run_of(parse(&["run", "--aarch32"]).unwrap());
         assert_eq!(run.unsupported_option(), Some("--aarch32"));
     }
 
@@ -615,23 +720,21 @@ mod tests {
                 "--disable-bogus"
             ]
         );
-        let Command::Run(run) = Cli::try_parse_from(rewrite_kvmtool_spellings(
-            [
-                "lkvm",
-                "run",
-                "--disable-svpbmt",
-                "--disable-zicboz",
-                "--custom-mvendorid",
-                "0x489",
-            ]
-            .iter()
-            .map(std::ffi::OsString::from),
-        ))
-        .unwrap()
-        .command
-        else {
-            panic!("not run")
-        };
+        let run = run_of(
+            Cli::try_parse_from(rewrite_kvmtool_spellings(
+                [
+                    "lkvm",
+                    "run",
+                    "--disable-svpbmt",
+                    "--disable-zicboz",
+                    "--custom-mvendorid",
+                    "0x489",
+                ]
+                .iter()
+                .map(std::ffi::OsString::from),
+            ))
+            .unwrap(),
+        );
         assert_eq!(run.arch.disable_ext, vec!["svpbmt", "zicboz"]);
         assert_eq!(run.arch.custom_mvendorid, Some(0x489));
         assert_eq!(
@@ -640,6 +743,124 @@ mod tests {
         );
         assert_eq!(run.arch.foreign_option("riscv64"), None);
         assert!(parse(&["run", "--custom-marchid", "zz"]).is_err());
+    }
+
+    #[test]
+    fn the_kernel_may_be_the_first_positional_argument() {
+        let run = run_of(parse(&["run", "bzImage", "-c", "2"]).unwrap());
+        assert_eq!(run.kernel.as_deref(), Some(std::path::Path::new("bzImage")));
+        assert_eq!(run.cpus, Some(2));
+        let Command::Run(both) = parse(&["run", "-k", "a", "b"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            both.into_args().unwrap_err(),
+            "two kernels given: -k a and b"
+        );
+        assert!(parse(&["run", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn sandbox_takes_the_command_with_or_without_dashes() {
+        for argv in [
+            &["sandbox", "-c", "1", "./prog", "-c", "3", "--disable-zbb"][..],
+            &[
+                "sandbox",
+                "-c",
+                "1",
+                "--",
+                "./prog",
+                "-c",
+                "3",
+                "--disable-zbb",
+            ],
+        ] {
+            let Command::Sandbox(sb) = parse(
+                &words(argv)[..]
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+            .command
+            else {
+                panic!("not sandbox")
+            };
+            assert_eq!(sb.command, ["./prog", "-c", "3", "--disable-zbb"]);
+            assert_eq!(sb.run.cpus, Some(1));
+        }
+        let err = parse(&["sandbox", "-c", "1"]).unwrap_err();
+        assert!(err.to_string().contains("<COMMAND>"), "{err}");
+    }
+
+    #[test]
+    fn only_options_are_rewritten_never_values_or_commands() {
+        assert_eq!(
+            words(&[
+                "lkvm",
+                "run",
+                "-p",
+                "--disable-zbb",
+                "--disable-zbb",
+                "--",
+                "--disable-zbb"
+            ]),
+            [
+                "lkvm",
+                "run",
+                "-p",
+                "--disable-zbb",
+                "--disable-ext",
+                "zbb",
+                "--",
+                "--disable-zbb"
+            ]
+        );
+        assert_eq!(
+            words(&["lkvm", "sandbox", "--disable-zbb", "sh", "--disable-zbb"]),
+            [
+                "lkvm",
+                "sandbox",
+                "--disable-ext",
+                "zbb",
+                "sh",
+                "--disable-zbb"
+            ]
+        );
+        assert_eq!(
+            words(&[
+                "lkvm",
+                "run",
+                "--params=--disable-zbb",
+                "K",
+                "--disable-zbb"
+            ]),
+            [
+                "lkvm",
+                "run",
+                "--params=--disable-zbb",
+                "K",
+                "--disable-ext",
+                "zbb"
+            ]
+        );
+    }
+
+    #[test]
+    fn kvmtool_spellings_of_debug_and_network() {
+        let run = run_of(parse(&["run", "--debug", "-n", "-k", "k"]).unwrap());
+        assert_eq!(run.log_filter(), log::LevelFilter::Debug);
+        assert_eq!(run.network, [""]);
+        let run = run_of(parse(&["run", "--override-bad-firmware-cntfrq", "100"]).unwrap());
+        assert_eq!(
+            run.unsupported_option(),
+            Some("--override-bad-firmware-cntfrq")
+        );
+        let Command::Debug(d) = parse(&["debug", "-a", "-d"]).unwrap().command else {
+            panic!("not debug")
+        };
+        assert!(d.target.all && d.dump);
+        assert!(parse(&["debug", "-d"]).is_err());
     }
 
     #[test]

@@ -156,11 +156,28 @@ pub fn balloon(args: &BalloonArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `debug`, for one guest (`-n`) or every running one (`-a`).
 pub fn debug(args: &DebugArgs) -> Result<(), Error> {
+    let names = targets(&args.target)?;
+    let mut first_err = None;
+    for name in &names {
+        match debug_one(args, name) {
+            Ok(()) => {}
+            Err(e) if args.target.all => {
+                eprintln!("lkvm: {e}");
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn debug_one(args: &DebugArgs, name: &str) -> Result<(), Error> {
     let mut did = false;
     if let Some(cpu) = args.nmi {
-        ask(&args.name, &Request::Nmi(cpu))?;
-        println!("Guest {}: NMI sent to vCPU {cpu}", args.name);
+        ask(name, &Request::Nmi(cpu))?;
+        println!("Guest {name}: NMI sent to vCPU {cpu}");
         did = true;
     }
     if let Some(key) = args.sysrq {
@@ -168,14 +185,17 @@ pub fn debug(args: &DebugArgs) -> Result<(), Error> {
             .ok()
             .filter(u8::is_ascii_graphic)
             .ok_or_else(|| {
-                Error::Refused(args.name.clone(), format!("'{key}' is not a SysRq key"))
+                Error::Refused(name.to_string(), format!("'{key}' is not a SysRq key"))
             })?;
-        ask(&args.name, &Request::Sysrq(k))?;
-        println!("Guest {}: SysRq '{key}' sent", args.name);
+        ask(name, &Request::Sysrq(k))?;
+        println!("Guest {name}: SysRq '{key}' sent");
         did = true;
     }
     if args.dump || !did {
-        let a = ask(&args.name, &Request::Dump)?;
+        let a = ask(name, &Request::Dump)?;
+        if args.target.all {
+            println!("Guest {name}:");
+        }
         println!("{}", a.text("dump"));
     }
     Ok(())

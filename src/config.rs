@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::arch::{ArchInfo, RamPlacement};
 use crate::cli::{ArchArgs, ConsoleKind, RunArgs};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -14,8 +15,24 @@ pub enum Error {
     ZeroMemory,
     #[error("-c/--cpus must be at least 1")]
     ZeroCpus,
-    #[error("no kernel to boot: pass one with -k/--kernel")]
-    NoKernel,
+    #[error("no kernel given and none found in {0}; pass one with -k/--kernel")]
+    NoKernel(String),
+    #[error("-m {0}: a RAM address (@ADDR) is only available on arm64")]
+    RamAddrNotHere(String),
+    #[error("-m {arg}: RAM at {addr:#x} would overlap the devices below {min:#x}")]
+    RamAddrTooLow { arg: String, addr: u64, min: u64 },
+    #[error("-m {arg}: the RAM address {addr:#x} must be a multiple of {align:#x}")]
+    RamAddrUnaligned { arg: String, addr: u64, align: u64 },
+    #[error("-m {0}: RAM would end beyond the 64-bit address space")]
+    RamAddrOverflow(String),
+    #[error("the kernel command line is {len} bytes; {arch} kernels take at most {max}")]
+    CmdlineTooLong {
+        len: usize,
+        arch: &'static str,
+        max: usize,
+    },
+    #[error("the kernel command line: {0}")]
+    CmdlineInvalid(String),
     #[error("option {0} is not supported yet")]
     NotSupportedYet(&'static str),
     #[error("--console hv is only available on PowerPC")]
@@ -36,6 +53,40 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 const MIB: u64 = 1 << 20;
+
+/// Parses kvmtool's `-m SIZE[@ADDR]`: a size, and where RAM starts when
+/// the architecture lets it move. ADDR is a size (`2G`) or hexadecimal.
+pub fn parse_mem(s: &str, arch: &ArchInfo) -> Result<(u64, Option<u64>)> {
+    let Some((size, addr)) = s.split_once('@') else {
+        return Ok((parse_size(s)?, None));
+    };
+    let RamPlacement::Movable { min, align, .. } = arch.ram else {
+        return Err(Error::RamAddrNotHere(s.to_string()));
+    };
+    let size = parse_size(size)?;
+    let addr = match addr.strip_prefix("0x").or_else(|| addr.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| Error::BadSize(s.to_string()))?,
+        None => parse_size(addr)?,
+    };
+    if addr < min {
+        return Err(Error::RamAddrTooLow {
+            arg: s.to_string(),
+            addr,
+            min,
+        });
+    }
+    if addr % align != 0 {
+        return Err(Error::RamAddrUnaligned {
+            arg: s.to_string(),
+            addr,
+            align,
+        });
+    }
+    if addr.checked_add(size).is_none() {
+        return Err(Error::RamAddrOverflow(s.to_string()));
+    }
+    Ok((size, Some(addr)))
+}
 
 /// Parses kvmtool's `size[BKMGTP]`; a bare number is MiB.
 pub fn parse_size(s: &str) -> Result<u64> {
@@ -72,10 +123,12 @@ pub fn default_ram_size(cpus: u32, host_ram: Option<u64>) -> u64 {
 }
 
 /// What the configuration needs to know about the host.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Host {
     pub cpus: u32,
     pub ram: Option<u64>,
+    /// kvmtool's kernel search: the kernel found, or where it looked.
+    pub kernel: std::result::Result<PathBuf, Vec<PathBuf>>,
 }
 
 impl Host {
@@ -83,6 +136,7 @@ impl Host {
         Host {
             cpus: host_cpus(),
             ram: host_ram(),
+            kernel: crate::loader::search::find_on_host(crate::arch::HOST),
         }
     }
 }
@@ -102,10 +156,15 @@ fn valid_name(name: &str) -> bool {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
+    pub arch_info: &'static ArchInfo,
     pub name: String,
     pub cpus: u32,
     pub ram_size: u64,
+    /// Where RAM starts, when `-m SIZE@ADDR` moved it.
+    pub ram_base: Option<u64>,
     pub kernel: PathBuf,
+    /// The kernel was found by kvmtool's search, not given.
+    pub kernel_found: bool,
     pub initrd: Option<PathBuf>,
     /// User parameters (`-p`), appended after the architecture defaults.
     pub params: String,
@@ -123,21 +182,24 @@ pub struct VmConfig {
 impl VmConfig {
     /// Validates what can be checked without KVM; `host` fills in defaults.
     pub fn from_args(args: &RunArgs, host: Host) -> Result<VmConfig> {
-        Self::from_args_on(args, host, std::env::consts::ARCH)
+        Self::from_args_on(args, host, crate::arch::HOST)
     }
 
     /// [`VmConfig::from_args`] as if running on architecture `arch`.
-    pub fn from_args_on(args: &RunArgs, host: Host, arch: &str) -> Result<VmConfig> {
+    pub fn from_args_on(args: &RunArgs, host: Host, arch: &'static ArchInfo) -> Result<VmConfig> {
         if let Some(opt) = args.unsupported_option() {
             return Err(Error::NotSupportedYet(opt));
         }
-        if let Some((option, arches)) = args.arch.foreign_option(arch) {
+        if let Some((option, arches)) = args.arch.foreign_option(arch.name) {
             return Err(Error::ForeignOption { option, arches });
         }
-        let powerpc = arch == "powerpc64";
-        let console = match (args.console, powerpc) {
-            (None, false) | (Some(ConsoleKind::Serial), false) => ConsoleKind::Serial,
-            (None, true) | (Some(ConsoleKind::Hv), true) => ConsoleKind::Hv,
+        // The hypervisor console exists only where it is the default.
+        let hv_here = arch.default_console == ConsoleKind::Hv;
+        let console = match (args.console, hv_here) {
+            (None, _) => arch.default_console,
+            (Some(ConsoleKind::Serial), false) | (Some(ConsoleKind::Hv), true) => {
+                arch.default_console
+            }
             (Some(ConsoleKind::Virtio), _) => ConsoleKind::Virtio,
             (Some(ConsoleKind::Hv), false) => return Err(Error::ConsoleHvNotHere),
             (Some(ConsoleKind::Serial), true) => return Err(Error::ConsoleSerialNotHere),
@@ -146,9 +208,9 @@ impl VmConfig {
         if cpus == 0 {
             return Err(Error::ZeroCpus);
         }
-        let ram_size = match &args.mem {
-            Some(m) => parse_size(m)?,
-            None => default_ram_size(cpus, host.ram),
+        let (ram_size, ram_base) = match &args.mem {
+            Some(m) => parse_mem(m, arch)?,
+            None => (default_ram_size(cpus, host.ram), None),
         };
         if ram_size == 0 {
             return Err(Error::ZeroMemory);
@@ -157,12 +219,23 @@ impl VmConfig {
         if !valid_name(&name) {
             return Err(Error::BadName);
         }
-        let virtio = crate::virtio::setup::VirtioConfig::from_args(args, arch, console)?;
+        let virtio = crate::virtio::setup::VirtioConfig::from_args(args, arch.name, console)?;
+        let (kernel, kernel_found) = match (&args.kernel, host.kernel) {
+            (Some(k), _) => (k.clone(), false),
+            (None, Ok(found)) => (found, true),
+            (None, Err(searched)) => {
+                let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+                return Err(Error::NoKernel(list.join(", ")));
+            }
+        };
         Ok(VmConfig {
+            arch_info: arch,
             name,
             cpus,
             ram_size,
-            kernel: args.kernel.clone().ok_or(Error::NoKernel)?,
+            ram_base,
+            kernel,
+            kernel_found,
             initrd: args.initrd.clone(),
             params: args.params.clone().unwrap_or_default(),
             nodefaults: args.nodefaults,
@@ -176,32 +249,68 @@ impl VmConfig {
         })
     }
 
-    /// The kernel command line: architecture defaults (unless
-    /// `--nodefaults`), with the console the user chose, followed by the
-    /// user's parameters.
-    pub fn cmdline(&self, arch_defaults: &str) -> String {
-        let defaults = match self.console {
-            // virtio-console is hvc0, or hvc1 next to PowerPC's hvterm.
-            ConsoleKind::Virtio if arch_defaults.contains("console=hvc0") => {
-                arch_defaults.replace("console=hvc0", "console=hvc1")
+    /// The kernel command line, as kvmtool builds it: the architecture's
+    /// defaults with the console the user chose, where the root is (the
+    /// 9p rootfs, or `/dev/vda` when the first disk is the root and `-p`
+    /// names no `root=`), then the user's parameters. `--nodefaults`
+    /// passes `-p` alone, verbatim. Checked against the kernel's
+    /// `COMMAND_LINE_SIZE` rather than truncated by the guest.
+    pub fn cmdline(&self, arch_defaults: &str) -> Result<String> {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.nodefaults {
+            let defaults = match self.console {
+                // virtio-console is hvc0, or hvc1 next to PowerPC's hvterm.
+                ConsoleKind::Virtio if arch_defaults.contains("console=hvc0") => {
+                    arch_defaults.replace("console=hvc0", "console=hvc1")
+                }
+                ConsoleKind::Virtio => arch_defaults.replace("console=ttyS0", "console=hvc0"),
+                _ => arch_defaults.to_string(),
+            };
+            parts.push(defaults);
+            let user_root = self
+                .params
+                .split_whitespace()
+                .any(|w| w.starts_with("root="));
+            if self.virtio.rootfs.is_some() {
+                parts.push(crate::rootfs::ROOT_PARAMS.to_string());
+            } else if self.virtio.root_on_disk() && !user_root {
+                parts.push(ROOT_DISK_PARAMS.to_string());
             }
-            ConsoleKind::Virtio => arch_defaults.replace("console=ttyS0", "console=hvc0"),
-            _ => arch_defaults.to_string(),
-        };
-        let mut parts = Vec::new();
-        if !self.nodefaults && !defaults.is_empty() {
-            parts.push(defaults.as_str());
         }
-        // The guest must know where its root is, defaults or not.
-        if self.virtio.rootfs.is_some() {
-            parts.push(crate::rootfs::ROOT_PARAMS);
+        parts.push(self.params.clone());
+        let parts: Vec<&str> = parts
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let max = self.arch_info.cmdline_size;
+        let len = parts
+            .iter()
+            .map(|p| p.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        if len >= max {
+            return Err(Error::CmdlineTooLong {
+                len,
+                arch: self.arch_info.display,
+                max: max - 1,
+            });
         }
-        if !self.params.is_empty() {
-            parts.push(self.params.as_str());
+        let mut line = linux_loader::cmdline::Cmdline::new(max)
+            .map_err(|e| Error::CmdlineInvalid(e.to_string()))?;
+        for part in parts {
+            line.insert_str(part)
+                .map_err(|e| Error::CmdlineInvalid(e.to_string()))?;
         }
-        parts.join(" ")
+        let text = line
+            .as_cstring()
+            .map_err(|e| Error::CmdlineInvalid(e.to_string()))?;
+        Ok(text.to_string_lossy().into_owned())
     }
 }
+
+/// Where the guest finds its root when it is the first disk (kvmtool's).
+pub const ROOT_DISK_PARAMS: &str = "root=/dev/vda rw";
 
 /// Host RAM in bytes, from `/proc/meminfo`.
 pub fn host_ram() -> Option<u64> {
@@ -228,13 +337,17 @@ mod tests {
     use clap::Parser;
 
     fn host(cpus: u32) -> Host {
-        Host { cpus, ram: None }
+        Host {
+            cpus,
+            ram: None,
+            kernel: Err(vec!["./bzImage".into(), "/boot/vmlinuz-r".into()]),
+        }
     }
 
     fn run_args(args: &[&str]) -> RunArgs {
         let cli = Cli::try_parse_from(["lkvm", "run"].iter().chain(args.iter())).unwrap();
         match cli.command {
-            Command::Run(r) => *r,
+            Command::Run(r) => r.into_args().unwrap(),
             _ => unreachable!(),
         }
     }
@@ -282,7 +395,10 @@ mod tests {
         let err = |a: &[&str]| VmConfig::from_args(&run_args(a), host(1)).unwrap_err();
         assert_eq!(err(&["-k", "k", "-m", "0"]), Error::ZeroMemory);
         assert_eq!(err(&["-k", "k", "-c", "0"]), Error::ZeroCpus);
-        assert_eq!(err(&[]), Error::NoKernel);
+        assert_eq!(
+            err(&[]),
+            Error::NoKernel("./bzImage, /boot/vmlinuz-r".into())
+        );
         assert_eq!(
             err(&["-k", "k", "--console", "hv"]),
             Error::ConsoleHvNotHere
@@ -298,7 +414,10 @@ mod tests {
             Error::Virtio(crate::virtio::setup::ConfigError::Share(_))
         ));
         assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
-        let on = |a: &[&str], arch| VmConfig::from_args_on(&run_args(a), host(1), arch);
+        let on = |a: &[&str], arch| {
+            let arch = crate::arch::info(arch).unwrap();
+            VmConfig::from_args_on(&run_args(a), host(1), arch)
+        };
         assert_eq!(
             on(&["-k", "k", "--pmu"], "x86_64").unwrap_err(),
             Error::ForeignOption {
@@ -320,16 +439,136 @@ mod tests {
             Error::ConsoleSerialNotHere
         );
         assert!(on(&["-k", "k", "--mmu", "hash"], "powerpc64").is_ok());
+        assert_eq!(
+            err(&["-k", "k", "-d", "x.img", "--hostfs-rw"]),
+            Error::Virtio(crate::virtio::setup::ConfigError::NoHostfs)
+        );
     }
 
     #[test]
-    fn cmdline_puts_user_params_after_defaults() {
-        let mut cfg = VmConfig::from_args(&run_args(&["-k", "k", "-p", "quiet"]), host(1)).unwrap();
-        assert_eq!(cfg.cmdline("console=ttyS0"), "console=ttyS0 quiet");
-        cfg.nodefaults = true;
-        assert_eq!(cfg.cmdline("console=ttyS0"), "quiet");
-        cfg.params.clear();
-        assert_eq!(cfg.cmdline("console=ttyS0"), "");
+    fn a_kernel_found_by_the_search_is_used_and_said_so() {
+        let mut h = host(1);
+        h.kernel = Ok("arch/x86/boot/bzImage".into());
+        let cfg = VmConfig::from_args(&run_args(&[]), h.clone()).unwrap();
+        assert_eq!(cfg.kernel, PathBuf::from("arch/x86/boot/bzImage"));
+        assert!(cfg.kernel_found);
+        let cfg = VmConfig::from_args(&run_args(&["mine"]), h).unwrap();
+        assert_eq!((cfg.kernel, cfg.kernel_found), ("mine".into(), false));
+    }
+
+    #[test]
+    fn ram_moves_only_where_the_architecture_lets_it() {
+        use crate::arch::{AARCH64, X86_64};
+        assert_eq!(parse_mem("1G", &X86_64), Ok((1 << 30, None)));
+        assert_eq!(
+            parse_mem("1G@2G", &X86_64),
+            Err(Error::RamAddrNotHere("1G@2G".into()))
+        );
+        assert_eq!(parse_mem("1G@4G", &AARCH64), Ok((1 << 30, Some(4 << 30))));
+        assert_eq!(
+            parse_mem("512@0x100000000", &AARCH64),
+            Ok((512 << 20, Some(1 << 32)))
+        );
+        assert_eq!(
+            parse_mem("1G@0x1000", &AARCH64),
+            Err(Error::RamAddrTooLow {
+                arg: "1G@0x1000".into(),
+                addr: 0x1000,
+                min: 0x8000_0000
+            })
+        );
+        assert!(matches!(
+            parse_mem("1G@0x80100000", &AARCH64),
+            Err(Error::RamAddrUnaligned { .. })
+        ));
+        assert!(matches!(parse_mem("1G@", &AARCH64), Err(Error::BadSize(_))));
+        assert!(matches!(
+            parse_mem("1G@0xffffffffffe00000", &AARCH64),
+            Err(Error::RamAddrOverflow(_))
+        ));
+    }
+
+    #[test]
+    fn cmdline_puts_user_params_after_defaults_and_the_root_between() {
+        let dir = std::env::temp_dir().join(format!("lkvm-cmdline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("disk.img");
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        let img = img.to_str().unwrap();
+        let cfg = |a: &[&str]| VmConfig::from_args(&run_args(a), host(1)).unwrap();
+        let line = |a: &[&str]| cfg(a).cmdline("console=ttyS0").unwrap();
+        // The first disk is the root, unless -p names one.
+        assert_eq!(
+            line(&["-k", "k", "-d", img, "-p", "quiet"]),
+            "console=ttyS0 root=/dev/vda rw quiet"
+        );
+        assert_eq!(
+            line(&["-k", "k", "-d", img, "-p", "root=/dev/vdb"]),
+            "console=ttyS0 root=/dev/vdb"
+        );
+        assert_eq!(
+            line(&["-k", "k", "-d", img, "-p", "nfsroot=x"]),
+            "console=ttyS0 root=/dev/vda rw nfsroot=x"
+        );
+        // An initrd without a disk is its own root.
+        assert_eq!(
+            line(&["-k", "k", "-i", "rd", "-p", "quiet"]),
+            "console=ttyS0 quiet"
+        );
+        // Nothing to boot: the default rootfs over 9p, with the host's /.
+        let c = cfg(&["-k", "k"]);
+        assert!(c.virtio.default_rootfs);
+        assert_eq!(c.virtio.hostfs, Some(false));
+        assert_eq!(
+            c.cmdline("console=ttyS0").unwrap(),
+            format!("console=ttyS0 {}", crate::rootfs::ROOT_PARAMS)
+        );
+        // --nodefaults: -p verbatim, whatever the devices.
+        assert_eq!(
+            line(&["-k", "k", "-d", img, "--nodefaults", "-p", " a  b "]),
+            "a  b"
+        );
+        let c = cfg(&["-k", "k", "--nodefaults"]);
+        assert!(!c.virtio.default_rootfs && c.virtio.hostfs.is_none());
+        assert_eq!(c.cmdline("console=ttyS0").unwrap(), "");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cmdlines_longer_than_the_kernel_takes_are_one_error() {
+        let with_p = |p: &str, arch| {
+            let args = run_args(&["-k", "k", "-i", "rd", "-p", p]);
+            VmConfig::from_args_on(&args, host(1), arch).unwrap()
+        };
+        // COMMAND_LINE_SIZE counts the NUL.
+        let fits = "x".repeat(2047);
+        assert_eq!(
+            with_p(&fits, &crate::arch::X86_64).cmdline("").unwrap(),
+            fits
+        );
+        let e = with_p(&"x".repeat(2048), &crate::arch::X86_64)
+            .cmdline("")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the kernel command line is 2048 bytes; x86_64 kernels take at most 2047"
+        );
+        // RISC-V kernels take half as much; the defaults count too.
+        let c = with_p(&"y".repeat(1023), &crate::arch::RISCV64);
+        assert!(c.cmdline("").is_ok());
+        assert_eq!(
+            c.cmdline("console=ttyS0").unwrap_err(),
+            Error::CmdlineTooLong {
+                len: 1037,
+                arch: "riscv64",
+                max: 1023
+            }
+        );
+        // What linux-loader refuses (a tab) is one error too.
+        let e = with_p("a\tb", &crate::arch::X86_64)
+            .cmdline("")
+            .unwrap_err();
+        assert!(matches!(e, Error::CmdlineInvalid(_)), "{e}");
     }
 
     #[test]

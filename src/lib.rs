@@ -20,6 +20,7 @@ pub mod kvm;
 pub mod loader;
 pub mod logger;
 pub mod memory;
+pub mod modinit;
 pub mod msi;
 pub mod rootfs;
 pub mod term;

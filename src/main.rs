@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use lkvm::cli::{Cli, Command, RunArgs, SandboxArgs};
+use lkvm::cli::{Cli, Command, RunArgs, RunCommand, SandboxArgs};
 use lkvm::config::{self, VmConfig};
 use lkvm::control::{GuestExit, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use lkvm::ipc::proto::Request;
@@ -36,21 +36,45 @@ fn fail(msg: &str) -> ExitCode {
     code(EXIT_ERROR)
 }
 
-fn run(args: &RunArgs) -> ExitCode {
-    match run_guest(args) {
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("lkvm: error: {msg} (see 'lkvm help')");
+    code(EXIT_USAGE)
+}
+
+fn run(cmd: RunCommand) -> ExitCode {
+    let args = match cmd.into_args() {
+        Ok(a) => a,
+        Err(msg) => return usage(&msg),
+    };
+    match prepare(&args).and_then(|cfg| boot(&cfg)) {
         Ok(exit) => code(exit.exit_code()),
         Err(msg) => fail(&msg),
     }
 }
 
-/// Boots the guest and runs it to its end.
-fn run_guest(args: &RunArgs) -> Result<GuestExit, String> {
-    let mut level = args.loglevel.filter();
+/// Logging, the validated configuration, and what it needs on the host
+/// before a VM is built (the default rootfs, made on first use).
+fn prepare(args: &RunArgs) -> Result<VmConfig, String> {
+    let mut level = args.log_filter();
     if (args.debug_ioport || args.debug_mmio) && level < log::LevelFilter::Info {
         level = log::LevelFilter::Info;
     }
     logger::init(level);
     let cfg = VmConfig::from_args(args, config::Host::probe()).map_err(|e| one_line(&e))?;
+    if cfg.kernel_found {
+        log::info!(
+            "no kernel given: booting {} (the first found by kvmtool's search)",
+            cfg.kernel.display()
+        );
+    }
+    if cfg.virtio.default_rootfs {
+        rootfs::ensure_default().map_err(|e| one_line(&e))?;
+    }
+    Ok(cfg)
+}
+
+/// Boots the guest and runs it to its end.
+fn boot(cfg: &VmConfig) -> Result<GuestExit, String> {
     log::info!(
         "# lkvm run -k {} -m {} -c {} --name {}",
         cfg.kernel.display(),
@@ -58,7 +82,7 @@ fn run_guest(args: &RunArgs) -> Result<GuestExit, String> {
         cfg.cpus,
         cfg.name
     );
-    let exit = vmm::run(&cfg).map_err(|e| one_line(&e))?;
+    let exit = vmm::run(cfg).map_err(|e| one_line(&e))?;
     match &exit {
         GuestExit::Crash(msg) => log::error!("{msg}"),
         GuestExit::VmmError(msg) => log::error!("{msg}"),
@@ -67,30 +91,24 @@ fn run_guest(args: &RunArgs) -> Result<GuestExit, String> {
     Ok(exit)
 }
 
-/// `lkvm sandbox`: boots a rootfs that runs COMMAND, and returns COMMAND's
-/// exit status.
+/// `lkvm sandbox`: runs COMMAND in the default rootfs (or the one `-d`
+/// names), from the caller's directory as the guest sees it under /host,
+/// and returns COMMAND's exit status.
 fn sandbox(args: &SandboxArgs) -> ExitCode {
     let mut run_args = args.run.clone();
-    let root = match run_args.disk.iter().find_map(|d| rootfs::resolve(d)) {
-        Some(r) => r,
-        None => match rootfs::resolve(rootfs::DEFAULT_SANDBOX) {
-            Some(r) => {
-                run_args.disk.push(rootfs::DEFAULT_SANDBOX.to_string());
-                r
-            }
-            None => match rootfs::setup(rootfs::DEFAULT_SANDBOX) {
-                Ok(r) => {
-                    run_args.disk.push(rootfs::DEFAULT_SANDBOX.to_string());
-                    r
-                }
-                Err(e) => return fail(&one_line(&e)),
-            },
-        },
+    run_args.sandbox_mode = true;
+    let cfg = match prepare(&run_args) {
+        Ok(cfg) => cfg,
+        Err(msg) => return fail(&msg),
     };
-    if let Err(e) = rootfs::arm_sandbox(&root, &args.command) {
+    let Some(root) = cfg.virtio.rootfs.clone() else {
+        return fail("lkvm sandbox: no rootfs to run the command in");
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    if let Err(e) = rootfs::arm_sandbox(&root, &args.command, &cwd) {
         return fail(&one_line(&e));
     }
-    let exit = match run_guest(&run_args) {
+    let exit = match boot(&cfg) {
         Ok(exit) => exit,
         Err(msg) => {
             let _ = rootfs::sandbox_status(&root);
@@ -130,28 +148,38 @@ fn main() -> ExitCode {
                     }
                 }
                 _ => {
+                    // The first paragraph, on one line: it names what is
+                    // wrong, and a missing argument is on its second line.
                     let rendered = e.to_string();
-                    let first = rendered.lines().next().unwrap_or("invalid command line");
-                    let first = first.strip_prefix("error: ").unwrap_or(first);
-                    eprintln!("lkvm: error: {first} (see 'lkvm help')");
-                    code(EXIT_USAGE)
+                    let first: Vec<&str> = rendered
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty())
+                        .map(str::trim)
+                        .collect();
+                    let msg = first.join(" ");
+                    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+                    usage(if msg.is_empty() {
+                        "invalid command line"
+                    } else {
+                        msg
+                    })
                 }
             };
         }
     };
-    match &cli.command {
-        Command::Run(args) => run(args),
+    match cli.command {
+        Command::Run(cmd) => run(*cmd),
         Command::Version => {
             println!("lkvm version {}", env!("CARGO_PKG_VERSION"));
             code(EXIT_OK)
         }
-        Command::List(a) => client(commands::list(a)),
-        Command::Stop(t) => client(commands::lifecycle(Request::Stop, t)),
-        Command::Pause(t) => client(commands::lifecycle(Request::Pause, t)),
-        Command::Resume(t) => client(commands::lifecycle(Request::Resume, t)),
-        Command::Stat(a) => client(commands::stat(a)),
-        Command::Balloon(a) => client(commands::balloon(a)),
-        Command::Debug(a) => client(commands::debug(a)),
+        Command::List(a) => client(commands::list(&a)),
+        Command::Stop(t) => client(commands::lifecycle(Request::Stop, &t)),
+        Command::Pause(t) => client(commands::lifecycle(Request::Pause, &t)),
+        Command::Resume(t) => client(commands::lifecycle(Request::Resume, &t)),
+        Command::Stat(a) => client(commands::stat(&a)),
+        Command::Balloon(a) => client(commands::balloon(&a)),
+        Command::Debug(a) => client(commands::debug(&a)),
         Command::Setup(a) => match rootfs::setup(&a.name) {
             Ok(dir) => {
                 println!(
@@ -164,6 +192,6 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&one_line(&e)),
         },
-        Command::Sandbox(a) => sandbox(a),
+        Command::Sandbox(a) => sandbox(&a),
     }
 }

@@ -1,8 +1,12 @@
 //! Root filesystems made by `lkvm setup NAME`: a directory under ~/.lkvm
 //! with a static busybox, lkvm's own guest init, and the few files a shell
 //! wants. `lkvm run -d NAME` shares it with the guest over virtio-9p as its
-//! root, and `lkvm sandbox -- CMD` runs CMD inside it and returns CMD's exit
-//! status.
+//! root. The one named `default` is what `lkvm run` boots when given no
+//! disk and no initrd, as kvmtool does, with the host's `/` shared beside
+//! it as `hostfs` and mounted at `/host`; `lkvm sandbox CMD` runs CMD in it
+//! (from the caller's directory, seen through /host) and returns CMD's exit
+//! status. Its `lib`, `lib64` and `usr/lib` lead into /host, so dynamically
+//! linked host programs find their loader and libraries.
 
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -18,8 +22,10 @@ pub const MARKER: &str = ".lkvm-rootfs";
 pub const ROOT_TAG: &str = "/dev/root";
 pub const ROOT_PARAMS: &str =
     "root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw init=/virt/init";
-/// The rootfs `lkvm sandbox` uses when none is named.
-pub const DEFAULT_SANDBOX: &str = "default";
+/// The rootfs `lkvm run` and `lkvm sandbox` use when none is named.
+pub const DEFAULT_ROOTFS: &str = "default";
+/// The 9p tag of the host's `/` beside the default rootfs (kvmtool's).
+pub const HOSTFS_TAG: &str = "hostfs";
 const SANDBOX_SCRIPT: &str = "virt/sandbox.sh";
 const SANDBOX_STATUS: &str = "virt/sandbox.status";
 
@@ -107,15 +113,25 @@ fn find_busybox() -> Result<PathBuf, Error> {
     Err(Error::NoBusybox(BUSYBOX.join(", ")))
 }
 
-/// lkvm's guest init: mount the kernel filesystems, then run the sandbox
-/// command (recording its status in the rootfs) or a shell, then end the
-/// VM. A reset ends lkvm on every architecture, so it stands for power-off.
+/// The host's static busybox, for a guest's initramfs.
+pub fn static_busybox() -> Result<Vec<u8>, Error> {
+    let path = find_busybox()?;
+    std::fs::read(&path).map_err(io_err(&path))
+}
+
+/// lkvm's guest init: mount the kernel filesystems and the host's `/` when
+/// it is shared, then run the sandbox command (recording its status in the
+/// rootfs) or a shell, then end the VM. A reset ends lkvm on every
+/// architecture, so it stands for power-off. Host programs that busybox
+/// does not provide are found through /host, after busybox's.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
 /bin/busybox mount -t tmpfs tmp /tmp
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+/bin/busybox mkdir -p /host
+/bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L hostfs /host 2>/dev/null
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/host/usr/local/bin:/host/usr/bin:/host/bin:/host/usr/sbin:/host/sbin HOME=/root
 hostname -F /etc/hostname
 if [ -f /virt/sandbox.sh ]; then
     sh /virt/sandbox.sh
@@ -147,20 +163,43 @@ pub fn setup(name: &str) -> Result<PathBuf, Error> {
         return Err(Error::Exists(name.to_string(), dir));
     }
     let busybox = find_busybox()?;
-    let result = populate(&dir, name, &busybox);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+    // Built aside and renamed into place, so two lkvm processes making
+    // the same rootfs at once (two guests booting the default one) never
+    // see it half made: the rename of the second one fails, and its copy
+    // goes.
+    let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let made = populate(&tmp, name, &busybox).and_then(|()| {
+        std::fs::rename(&tmp, &dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if dir.join(MARKER).is_file() {
+            return Err(Error::Exists(name.to_string(), dir));
+        }
     }
-    result.map(|()| dir)
+    made.map(|()| dir)
 }
 
 fn populate(dir: &Path, name: &str, busybox: &Path) -> Result<(), Error> {
     for sub in [
         "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt", "var", "virt", "home",
-        "usr/bin", "usr/sbin",
+        "host", "usr/bin", "usr/sbin",
     ] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+    }
+    // The host's loader and libraries, for its dynamically linked programs.
+    for (link, target) in [
+        ("lib", "/host/lib"),
+        ("lib64", "/host/lib64"),
+        ("usr/lib", "/host/usr/lib"),
+    ] {
+        let p = dir.join(link);
+        symlink(target, &p).map_err(io_err(&p))?;
     }
     let bb = dir.join("bin/busybox");
     std::fs::copy(busybox, &bb).map_err(io_err(&bb))?;
@@ -215,11 +254,36 @@ pub fn resolve(arg: &str) -> Option<PathBuf> {
     dir.join(MARKER).is_file().then_some(dir)
 }
 
-/// Makes the rootfs run `command` at its next boot.
-pub fn arm_sandbox(root: &Path, command: &[String]) -> Result<(), Error> {
+/// The default rootfs's directory (it may not exist yet).
+pub fn default_dir() -> Result<PathBuf, Error> {
+    Ok(ipc::home()?.join(DEFAULT_ROOTFS))
+}
+
+/// Makes the default rootfs if it does not exist yet; returns it.
+pub fn ensure_default() -> Result<PathBuf, Error> {
+    let dir = default_dir()?;
+    if dir.join(MARKER).is_file() {
+        return Ok(dir);
+    }
+    log::info!("making the default rootfs in {}", dir.display());
+    match setup(DEFAULT_ROOTFS) {
+        // Made by another lkvm meanwhile.
+        Err(Error::Exists(..)) if dir.join(MARKER).is_file() => Ok(dir),
+        other => other,
+    }
+}
+
+/// Makes the rootfs run `command` at its next boot, from `cwd` on the
+/// host as the guest sees it under /host.
+pub fn arm_sandbox(root: &Path, command: &[String], cwd: &Path) -> Result<(), Error> {
     let script = root.join(SANDBOX_SCRIPT);
     let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
-    let text = format!("#!/bin/sh\n{}\n", quoted.join(" "));
+    let host_cwd = Path::new("/host").join(cwd.strip_prefix("/").unwrap_or(cwd));
+    let text = format!(
+        "#!/bin/sh\ncd {} 2>/dev/null || cd /\n{}\n",
+        shell_quote(&host_cwd.to_string_lossy()),
+        quoted.join(" ")
+    );
     std::fs::write(&script, text).map_err(io_err(&script))?;
     let status = root.join(SANDBOX_STATUS);
     match std::fs::remove_file(&status) {
@@ -272,13 +336,18 @@ mod tests {
     fn sandbox_scripts_and_status() {
         let root = std::env::temp_dir().join(format!("lkvm-rootfs-{}", std::process::id()));
         std::fs::create_dir_all(root.join("virt")).unwrap();
-        arm_sandbox(&root, &["echo".into(), "a b".into()]).unwrap();
+        arm_sandbox(
+            &root,
+            &["echo".into(), "a b".into()],
+            Path::new("/work/x y"),
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join(SANDBOX_SCRIPT)).unwrap(),
-            "#!/bin/sh\n'echo' 'a b'\n"
+            "#!/bin/sh\ncd '/host/work/x y' 2>/dev/null || cd /\n'echo' 'a b'\n"
         );
         assert!(matches!(sandbox_status(&root), Err(Error::NoStatus)));
-        arm_sandbox(&root, &["true".into()]).unwrap();
+        arm_sandbox(&root, &["true".into()], Path::new("/")).unwrap();
         std::fs::write(root.join(SANDBOX_STATUS), "7\n").unwrap();
         assert_eq!(sandbox_status(&root).unwrap(), 7);
         assert!(!root.join(SANDBOX_SCRIPT).exists());

@@ -113,19 +113,29 @@ fn run(mut vcpu: Vcpu, ctx: &VcpuContext) {
     log::debug!("vCPU {id} stopped");
 }
 
+/// An access no device handled: logged at info with `--debug-ioport` /
+/// `--debug-mmio` (kvmtool's meaning of those options), at debug otherwise.
+fn unhandled(asked: bool, what: std::fmt::Arguments<'_>) {
+    if asked {
+        log::info!("{what}");
+    } else {
+        log::debug!("{what}");
+    }
+}
+
 fn handle(id: u32, exit: VcpuExit<'_>, ctx: &VcpuContext) -> Step {
     match exit {
         VcpuExit::IoOut { port, size, data } => {
             for chunk in data.chunks(size.max(1)) {
-                if ctx.debug_ioport {
-                    log::info!(
-                        "ioport: vCPU {id} out {port:#06x} size {} data {}",
-                        chunk.len(),
-                        hex(chunk)
-                    );
-                }
                 if !ctx.pio.write(u64::from(port), chunk) {
-                    log::debug!("unhandled port write {port:#06x} data {}", hex(chunk));
+                    unhandled(
+                        ctx.debug_ioport,
+                        format_args!(
+                            "ioport: vCPU {id} unhandled out {port:#06x} size {} data {}",
+                            chunk.len(),
+                            hex(chunk)
+                        ),
+                    );
                 }
             }
             Step::Continue
@@ -135,41 +145,39 @@ fn handle(id: u32, exit: VcpuExit<'_>, ctx: &VcpuContext) -> Step {
                 if !ctx.pio.read(u64::from(port), chunk) {
                     // An empty ISA bus floats high.
                     chunk.fill(0xff);
-                    log::debug!("unhandled port read {port:#06x} size {}", chunk.len());
-                }
-                if ctx.debug_ioport {
-                    log::info!(
-                        "ioport: vCPU {id} in  {port:#06x} size {} data {}",
-                        chunk.len(),
-                        hex(chunk)
+                    unhandled(
+                        ctx.debug_ioport,
+                        format_args!(
+                            "ioport: vCPU {id} unhandled in  {port:#06x} size {}",
+                            chunk.len()
+                        ),
                     );
                 }
             }
             Step::Continue
         }
         VcpuExit::MmioWrite { addr, data } => {
-            if ctx.debug_mmio {
-                log::info!(
-                    "mmio: vCPU {id} write {addr:#x} size {} data {}",
-                    data.len(),
-                    hex(data)
-                );
-            }
             if !ctx.mmio.write(addr, data) {
-                log::debug!("unhandled MMIO write {addr:#x} data {}", hex(data));
+                unhandled(
+                    ctx.debug_mmio,
+                    format_args!(
+                        "mmio: vCPU {id} unhandled write {addr:#x} size {} data {}",
+                        data.len(),
+                        hex(data)
+                    ),
+                );
             }
             Step::Continue
         }
         VcpuExit::MmioRead { addr, data } => {
             if !ctx.mmio.read(addr, data) {
                 data.fill(0);
-                log::debug!("unhandled MMIO read {addr:#x} size {}", data.len());
-            }
-            if ctx.debug_mmio {
-                log::info!(
-                    "mmio: vCPU {id} read  {addr:#x} size {} data {}",
-                    data.len(),
-                    hex(data)
+                unhandled(
+                    ctx.debug_mmio,
+                    format_args!(
+                        "mmio: vCPU {id} unhandled read  {addr:#x} size {}",
+                        data.len()
+                    ),
                 );
             }
             Step::Continue

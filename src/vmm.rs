@@ -27,6 +27,10 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] loader::Error),
     #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Modules(#[from] crate::modinit::Error),
+    #[error(transparent)]
     Kvm(#[from] kvm::Error),
     #[error(transparent)]
     Memory(#[from] memory::Error),
@@ -109,6 +113,7 @@ fn check_host(cfg: &VmConfig) -> Result<(), Error> {
 pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     let mut phases = Phases::new();
     let mut arch = HostArch::new(cfg).map_err(arch_err)?;
+    let cmdline = cfg.cmdline(arch.default_cmdline())?;
     check_host(cfg)?;
     // Claim the name first: a second guest with a live name is refused
     // before anything is built.
@@ -119,6 +124,8 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     let kernel = loader::read_image("kernel", &cfg.kernel, cfg.ram_size)?;
     let initrd = match &cfg.initrd {
         Some(p) => Some(loader::read_image("initrd", p, cfg.ram_size)?),
+        // A distribution kernel mounts a 9p root only with its modules.
+        None if cfg.virtio.rootfs.is_some() => crate::modinit::for_9p_root(&kernel)?,
         None => None,
     };
     phases.mark("reading images");
@@ -179,7 +186,6 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     arch.finish_vcpus(&vm, &vcpus).map_err(arch_err)?;
     phases.mark("creating vCPUs");
 
-    let cmdline = cfg.cmdline(arch.default_cmdline());
     log::debug!("kernel command line: {cmdline}");
     // `Boot` is `()` for architectures whose port has not landed yet.
     #[allow(clippy::let_unit_value)]

@@ -67,6 +67,21 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     elf[phoff + 56..phoff + 60].copy_from_slice(&0u32.to_le_bytes());
     fs::write(&no_pvh, elf).unwrap();
     let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let qcow2 = dir.join("disk.qcow2");
+    let mut header = b"QFI\xfb\0\0\0\x02".to_vec();
+    header.resize(65536, 0);
+    fs::write(&qcow2, header).unwrap();
+    let gzip = dir.join("vmlinuz.gz");
+    fs::write(&gzip, b"\x1f\x8b\x08\0\0\0\0\0\0\x03").unwrap();
+    let disk = dir.join("disk.img");
+    fs::write(&disk, [0u8; 4096]).unwrap();
+    let big_flat = dir.join("big.flat");
+    fs::write(&big_flat, vec![0xf4u8; 600 << 10]).unwrap();
+    // kvmtool's search may find this host's own kernel under /boot.
+    let release = nix_release();
+    let host_kernel = ["vmlinuz", "vmlinux", "bzImage"]
+        .iter()
+        .any(|s| std::path::Path::new(&format!("/boot/{s}-{release}")).is_file());
 
     let cases = vec![
         case(
@@ -87,11 +102,91 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
             1,
             format!("kernel {} is a directory", p(&dir)),
         ),
+        // Random bytes are a flat real-mode binary (kvmtool's rule), which
+        // takes no initrd.
         case(
-            "random bytes as kernel",
-            &["-k", &p(&random)],
+            "flat binary with an initrd",
+            &["-k", &p(&random), "-i", good],
             1,
-            "kernel image is neither a bzImage nor an ELF vmlinux",
+            "--initrd cannot be used with a flat binary kernel",
+        ),
+        case(
+            "flat binary too big for real mode",
+            &["-k", &p(&big_flat)],
+            1,
+            "flat binary of 614400 bytes does not fit between 0x10000 and the EBDA at 0x9fc00",
+        ),
+        case(
+            "gzip-compressed kernel",
+            &["-k", &p(&gzip)],
+            1,
+            "kernel image is a gzip-compressed file; boot the uncompressed kernel image",
+        ),
+        case(
+            "empty kernel given as the first argument",
+            &[&p(&empty)],
+            1,
+            format!("kernel {} is empty", p(&empty)),
+        ),
+        case(
+            "empty initrd",
+            &["-k", good, "-i", &p(&empty)],
+            1,
+            format!("initrd {} is empty", p(&empty)),
+        ),
+        case(
+            "two kernels",
+            &["-k", good, good],
+            2,
+            format!("two kernels given: -k {good} and {good}"),
+        ),
+        case(
+            "a qcow2 disk",
+            &["-k", good, "-d", &p(&qcow2)],
+            1,
+            format!("disk image {} is a QCOW2 image; QCOW images are not supported yet", p(&qcow2)),
+        ),
+        case(
+            "-m SIZE@ADDR on x86",
+            &["-k", good, "-m", "1G@0x1000"],
+            1,
+            "-m 1G@0x1000: a RAM address (@ADDR) is only available on arm64",
+        ),
+        case(
+            "-n without a value",
+            &["-k", good, "-n"],
+            1,
+            "-n/--network without a value (kvmtool's default, user-mode networking) is not supported yet",
+        ),
+        case(
+            "a macvtap device as tapif",
+            &["-k", good, "-n", "mode=tap,tapif=/dev/tap9"],
+            1,
+            "--network: tapif=/dev/tap9 (a macvtap device node) is not supported yet",
+        ),
+        case(
+            "a SCSI disk",
+            &["-k", good, "-d", "scsi:x"],
+            1,
+            "--disk 'scsi:x': SCSI disks (scsi:WWPN:TPGT, vhost-scsi) are not supported yet",
+        ),
+        case(
+            "kvmtool's arm64 CNTFRQ override, with its value",
+            &["-k", good, "--override-bad-firmware-cntfrq", "100000000"],
+            1,
+            "option --override-bad-firmware-cntfrq is not supported yet",
+        ),
+        case(
+            "a command line longer than the kernel takes",
+            &["-k", good, "-d", &p(&disk), "-p", &"x".repeat(2100)],
+            1,
+            "x86_64 kernels take at most 2047",
+        ),
+        case(
+            "--hostfs-rw without the default rootfs",
+            &["-k", good, "-d", &p(&disk), "--hostfs-rw"],
+            1,
+            "--hostfs-rw: the host's / is only shared with the default rootfs",
         ),
         case(
             "ELF without PVH entry",
@@ -182,9 +277,13 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
         ),
         case(
             "no kernel",
-            &[],
+            &["--dev", "/nonexistent/kvm"],
             1,
-            "no kernel to boot: pass one with -k/--kernel",
+            if host_kernel {
+                "cannot open /nonexistent/kvm".to_string()
+            } else {
+                format!("no kernel given and none found in ./bzImage, arch/x86/boot/bzImage, ../../arch/x86/boot/bzImage, /boot/vmlinuz-{release}")
+            },
         ),
         case(
             "kvmtool option not implemented yet",
@@ -242,8 +341,13 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
         ),
     ];
     assert!(cases.len() >= 12);
+    // A private HOME: cases that get as far as the default rootfs make it
+    // there, not in the caller's.
+    let home = dir.join("home");
+    fs::create_dir_all(&home).unwrap();
     for c in &cases {
         let out = run(lkvm()
+            .env("HOME", &home)
             .arg("run")
             .args(&c.args)
             .args(["--loglevel", "error"]));
@@ -265,6 +369,15 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
         );
     }
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The running kernel's release, as kvmtool's search uses it.
+fn nix_release() -> String {
+    let out = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -293,7 +406,14 @@ fn client_commands_name_the_problem() {
             "cannot be used with",
         ),
         (&["setup", "a/b"], 1, "not a valid rootfs name"),
-        (&["sandbox"], 2, "required"),
+        // A usage error names what is missing.
+        (
+            &["sandbox"],
+            2,
+            "required arguments were not provided: <COMMAND>...",
+        ),
+        (&["sandbox", "-c", "1", "--"], 2, "<COMMAND>..."),
+        (&["debug", "-d"], 2, "--name <NAME>"),
     ] {
         let out = run(lkvm().args(args));
         let err = text(&out.stderr);

@@ -36,6 +36,7 @@ fn start(home: &Path, name: &str, guest_name: &str, extra: &[&str]) -> Interacti
         home,
         &[
             "run",
+            "--nodefaults",
             "-k",
             g.to_str().unwrap(),
             "--name",
@@ -186,6 +187,7 @@ fn stale_sockets_are_cleaned_and_live_names_refused() {
         &h,
         &[
             "run",
+            "--nodefaults",
             "-k",
             g.to_str().unwrap(),
             "--name",
@@ -336,4 +338,72 @@ fn setup_makes_a_rootfs_once() {
             .any(|l| l.contains("box1") && l.contains("shut off")),
         "{out}"
     );
+}
+
+/// `lkvm run -k K` with no disk and no initrd: kvmtool's default rootfs,
+/// made on first use (by two guests at once without a clash), shared as the
+/// guest's 9p root with the host's / beside it (read-only unless
+/// --hostfs-rw), and the kernel told where its root is.
+#[test]
+fn run_without_disk_or_initrd_boots_the_default_rootfs() {
+    if !kvm_available() {
+        return;
+    }
+    let h = home("default-rootfs");
+    let g = guest("hello");
+    let spawn = |extra: &[&str]| {
+        let mut args = vec!["run", "-k", g.to_str().unwrap(), "-m", "64", "-c", "1"];
+        args.extend(extra);
+        args.extend(["--loglevel", "debug"]);
+        cmd(&h, &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&[]), spawn(&["--hostfs-rw"]));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw init=/virt/init"),
+            "{err}"
+        );
+    }
+    let root = h.join(".lkvm/default");
+    for f in ["virt/init", "bin/busybox", ".lkvm-rootfs", "host"] {
+        assert!(root.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_link(root.join("lib")).unwrap(),
+        PathBuf::from("/host/lib")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(h.join(".lkvm"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // --nodefaults: no rootfs, no root parameters.
+    let out = run(&mut cmd(
+        &h,
+        &[
+            "run",
+            "--nodefaults",
+            "-k",
+            g.to_str().unwrap(),
+            "-m",
+            "64",
+            "--loglevel",
+            "debug",
+        ],
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("kernel command line:"))
+        .unwrap_or_else(|| panic!("no command line logged: {err}"));
+    assert!(line.trim_end().ends_with("kernel command line:"), "{line}");
 }

@@ -29,7 +29,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::chain::{notify, serve_queue, Chain};
+use super::chain::{next_chain, notify, rearm, serve_queue, Chain};
 use super::device::{read_config_bytes, Activation, ActiveQueue, Error as DeviceError};
 use super::device::{Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
@@ -471,11 +471,14 @@ fn take_chains<'m>(
     let queue: &mut Queue = &mut q.queue;
     let used_before = queue.next_used();
     loop {
+        if !queue.ready() {
+            break;
+        }
         if let Err(e) = queue.disable_notification(mem) {
             log::debug!("{NAME}: queue {index}: {e}");
             break;
         }
-        while let Some(dc) = queue.pop_descriptor_chain(mem) {
+        while let Some(dc) = next_chain(NAME, index, queue, mem, irq) {
             let head = dc.head_index();
             let used = match Chain::parse(mem, dc.clone(), limit) {
                 Ok(c) => f(dc, c),
@@ -490,13 +493,8 @@ fn take_chains<'m>(
                 }
             }
         }
-        match queue.enable_notification(mem) {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                log::debug!("{NAME}: queue {index}: {e}");
-                break;
-            }
+        if !rearm(NAME, index, queue, mem, irq) {
+            break;
         }
     }
     if queue.next_used() != used_before {

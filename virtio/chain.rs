@@ -89,6 +89,89 @@ impl<'m> Chain<'m> {
 /// What handling one chain produced: the bytes written into it.
 pub type Used = u32;
 
+/// How many chains the driver has made available, if the ring says so
+/// consistently: an avail ring at guest address 0 or outside RAM, or an
+/// avail index more than a queue ahead of where the device is, is a ring
+/// no device can serve. A queue already marked broken is `Ok(0)`.
+fn pending(queue: &Queue, mem: &GuestMemory) -> Result<u16, &'static str> {
+    if !queue.ready() {
+        return Ok(0);
+    }
+    if queue.avail_ring() == 0 {
+        return Err("its avail ring is at guest address 0");
+    }
+    let idx = queue
+        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .map_err(|_| "its avail ring is outside guest RAM")?;
+    let ahead = (idx - Wrapping(queue.next_avail())).0;
+    if ahead > queue.size() {
+        return Err("its avail index is more than a queue ahead of the device");
+    }
+    Ok(ahead)
+}
+
+/// Takes a queue the driver made inconsistent out of service: it is
+/// marked not ready (so it is never served again until the driver resets
+/// the device and sets it up anew), the driver is told through
+/// DEVICE_NEEDS_RESET, and it is logged once.
+fn break_queue(name: &str, index: u16, queue: &mut Queue, irq: &dyn Interrupt, why: &str) {
+    log::warn!(
+        "{name}: queue {index}: {why}; the queue is stopped until the driver resets the device"
+    );
+    queue.set_ready(false);
+    irq.needs_reset();
+}
+
+/// The next chain the driver made available, or `None` when there is none
+/// or the ring is inconsistent (then the queue is broken, see
+/// [`break_queue`]). Use this rather than `pop_descriptor_chain`, which
+/// logs every failed attempt and leaves the caller to retry for ever.
+pub fn next_chain<'m>(
+    name: &str,
+    index: u16,
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+    irq: &dyn Interrupt,
+) -> Option<DescriptorChain<&'m GuestMemory>> {
+    match pending(queue, mem) {
+        Ok(0) => None,
+        Ok(_) => queue.pop_descriptor_chain(mem),
+        Err(why) => {
+            break_queue(name, index, queue, irq, why);
+            None
+        }
+    }
+}
+
+/// Re-enables notifications; true when the driver made chains available
+/// meanwhile (the caller serves them before sleeping). A broken ring is
+/// never "more to do".
+pub fn rearm(
+    name: &str,
+    index: u16,
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    irq: &dyn Interrupt,
+) -> bool {
+    if !queue.ready() {
+        return false;
+    }
+    match queue.enable_notification(mem) {
+        Ok(false) => false,
+        Ok(true) => match pending(queue, mem) {
+            Ok(n) => n > 0,
+            Err(why) => {
+                break_queue(name, index, queue, irq, why);
+                false
+            }
+        },
+        Err(e) => {
+            break_queue(name, index, queue, irq, &e.to_string());
+            false
+        }
+    }
+}
+
 /// Serves every available chain of `queue`: each goes through `serve`
 /// (or, if it is malformed, straight back unused), then the driver is
 /// interrupted once if it asked to be. Returns whether anything was used.
@@ -103,11 +186,14 @@ pub fn serve_queue(
 ) -> bool {
     let mut used_any = false;
     loop {
-        if let Err(e) = queue.disable_notification(mem) {
-            log::debug!("{name}: queue {index}: {e}");
+        if !queue.ready() {
             return used_any;
         }
-        while let Some(dc) = queue.pop_descriptor_chain(mem) {
+        if let Err(e) = queue.disable_notification(mem) {
+            break_queue(name, index, queue, irq, &e.to_string());
+            return used_any;
+        }
+        while let Some(dc) = next_chain(name, index, queue, mem, irq) {
             let head = dc.head_index();
             let len = match Chain::parse(mem, dc, limit) {
                 Ok(chain) => serve(chain),
@@ -117,18 +203,13 @@ pub fn serve_queue(
                 }
             };
             if let Err(e) = queue.add_used(mem, head, len) {
-                log::debug!("{name}: queue {index}: cannot return descriptor {head}: {e}");
+                break_queue(name, index, queue, irq, &e.to_string());
                 return used_any;
             }
             used_any = true;
         }
-        match queue.enable_notification(mem) {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                log::debug!("{name}: queue {index}: {e}");
-                break;
-            }
+        if !rearm(name, index, queue, mem, irq) {
+            break;
         }
     }
     if used_any {
@@ -296,6 +377,7 @@ pub mod testing {
     pub struct CountingIrq {
         pub queues: Mutex<Vec<u16>>,
         pub configs: AtomicU32,
+        pub resets: AtomicU32,
     }
 
     impl Interrupt for CountingIrq {
@@ -304,6 +386,10 @@ pub mod testing {
         }
         fn config(&self) {
             self.configs.fetch_add(1, Ordering::SeqCst);
+        }
+        fn needs_reset(&self) {
+            self.resets.fetch_add(1, Ordering::SeqCst);
+            self.config();
         }
     }
 }
@@ -496,5 +582,48 @@ mod tests {
 
     fn used_entries(mem: &GuestMemory) -> Vec<(u32, u32)> {
         used(mem)
+    }
+
+    #[test]
+    fn inconsistent_rings_break_the_queue_once_instead_of_spinning() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mem = memory();
+        let irq = CountingIrq::default();
+        // The avail index 257 entries ahead of a 256-entry queue.
+        let mut q = queue(&mem, 256);
+        mem.write_obj(257u16, GuestAddress(AVAIL + 2)).unwrap();
+        let served = serve_queue("t", 0, &mut q, &mem, &irq, 4096, |_| 0);
+        assert!(!served && !q.ready());
+        assert_eq!((irq.resets.load(SeqCst), irq.configs.load(SeqCst)), (1, 1));
+        // Broken stays broken, quietly.
+        assert!(!serve_queue("t", 0, &mut q, &mem, &irq, 4096, |_| 0));
+        assert!(next_chain("t", 0, &mut q, &mem, &irq).is_none());
+        assert!(!rearm("t", 0, &mut q, &mem, &irq));
+        assert_eq!(irq.resets.load(SeqCst), 1);
+        // Exactly a queue ahead is legal: 256 chains to serve.
+        let mut q = queue(&mem, 256);
+        mem.write_obj(256u16, GuestAddress(AVAIL + 2)).unwrap();
+        for i in 0..256u16 {
+            mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(i)))
+                .unwrap();
+        }
+        desc(&mem, 0, DATA, 16, 0, 0);
+        let mut n = 0;
+        serve_queue("t", 0, &mut q, &mem, &irq, 4096, |_| {
+            n += 1;
+            0
+        });
+        assert_eq!((n, q.ready()), (256, true));
+        // An avail ring at guest address 0.
+        let mut q = queue(&mem, 16);
+        q.set_avail_ring_address(Some(0), Some(0));
+        assert!(next_chain("t", 3, &mut q, &mem, &irq).is_none());
+        assert!(!q.ready());
+        assert_eq!(irq.resets.load(SeqCst), 2);
+        // An avail ring outside guest RAM (moved after the queue started).
+        let mut q = queue(&mem, 16);
+        q.set_avail_ring_address(Some(0xfff0_0000), Some(0));
+        assert!(!serve_queue("t", 0, &mut q, &mem, &irq, 4096, |_| 0));
+        assert_eq!(irq.resets.load(SeqCst), 3);
     }
 }

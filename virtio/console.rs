@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::chain::{notify, serve_queue, Chain};
+use super::chain::{next_chain, notify, rearm, serve_queue, Chain};
 use super::device::{read_config_bytes, Activation, Error, Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
 use super::{ids, QUEUE_SIZE};
@@ -128,17 +128,13 @@ fn receive(q: &mut Queue, mem: &GuestMemory, irq: &dyn Interrupt, pending: &Mute
         if p.bytes.is_empty() {
             break;
         }
-        let Some(dc) = q.pop_descriptor_chain(mem) else {
+        let Some(dc) = next_chain("virtio-console", RECEIVEQ, q, mem, irq) else {
             // Out of buffers: have the driver kick when it posts more (and
             // catch one it posted meanwhile).
-            match q.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    log::debug!("virtio-console: receiveq: {e}");
-                    break;
-                }
+            if rearm("virtio-console", RECEIVEQ, q, mem, irq) {
+                continue;
             }
+            break;
         };
         let head = dc.head_index();
         let len = match Chain::parse(mem, dc, u64::MAX) {

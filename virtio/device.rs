@@ -13,6 +13,11 @@ use crate::memory::GuestMemory;
 pub trait Interrupt: Send + Sync {
     fn queue(&self, index: u16);
     fn config(&self);
+    /// The device met an error it cannot recover from (a queue the driver
+    /// made inconsistent): DEVICE_NEEDS_RESET is set in the status until
+    /// the driver resets the device, and a configuration interrupt sent
+    /// (virtio 1.2, 2.1.2).
+    fn needs_reset(&self);
 }
 
 /// One queue the driver set up and enabled.

@@ -1,6 +1,7 @@
 //! The virtio-mmio transport, version 2 (virtio 1.2, 4.2.2): a 0x200-byte
 //! register window per device and one interrupt line with an ISR.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
@@ -21,6 +22,15 @@ const VERSION: u32 = 2;
 const VENDOR: u32 = 0x4d56_4b4c;
 const CONFIG: u64 = 0x100;
 
+/// The status bit a device's thread reports through its interrupt.
+pub(super) fn needs_reset_bit(broken: &AtomicBool) -> u8 {
+    if broken.load(Ordering::SeqCst) {
+        super::status::NEEDS_RESET
+    } else {
+        0
+    }
+}
+
 const ISR_QUEUE: u32 = 1;
 const ISR_CONFIG: u32 = 2;
 
@@ -29,6 +39,8 @@ pub struct MmioInterrupt {
     isr: Mutex<u32>,
     line: IrqLine,
     name: &'static str,
+    /// DEVICE_NEEDS_RESET, set by the device's thread.
+    broken: AtomicBool,
 }
 
 impl MmioInterrupt {
@@ -63,6 +75,11 @@ impl Interrupt for MmioInterrupt {
     fn config(&self) {
         self.set(ISR_CONFIG);
     }
+
+    fn needs_reset(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        self.set(ISR_CONFIG);
+    }
 }
 
 /// One device behind a virtio-mmio window.
@@ -78,6 +95,7 @@ impl MmioTransport {
             isr: Mutex::new(0),
             line,
             name: state.name(),
+            broken: AtomicBool::new(false),
         });
         MmioTransport {
             state,
@@ -102,7 +120,7 @@ impl MmioTransport {
             0x34 => q.map_or(0, |q| u32::from(q.max_size())),
             0x44 => q.map_or(0, |q| u32::from(q.ready())),
             0x60 => self.irq.status(),
-            0x70 => u32::from(s.status()),
+            0x70 => u32::from(s.status() | needs_reset_bit(&self.irq.broken)),
             // No shared memory regions: their length reads as all ones.
             0xb0 | 0xb4 | 0xb8 | 0xbc => u32::MAX,
             0xfc => s.config_generation(),
@@ -141,6 +159,7 @@ impl MmioTransport {
             0x64 => self.irq.ack(v),
             0x70 => {
                 if s.set_status(v as u8, &self.irq_dyn) {
+                    self.irq.broken.store(false, Ordering::SeqCst);
                     self.irq.ack(u32::MAX);
                 }
             }
@@ -338,6 +357,22 @@ mod tests {
         w(&mut t, 0x64, 2);
         assert_eq!(r(&mut t, 0x60), 0);
         assert_eq!(*levels.0.lock().unwrap(), vec![true, true, false]);
+    }
+
+    /// A device thread that found its queue broken: the driver sees
+    /// DEVICE_NEEDS_RESET and a configuration interrupt until it resets.
+    #[test]
+    fn a_device_needing_a_reset_says_so_until_reset() {
+        let (mut t, _, levels) = transport(&[16]);
+        bring_up(&mut t, 1);
+        t.irq_dyn.needs_reset();
+        assert_eq!(r(&mut t, 0x70), 15 | 64);
+        assert_eq!(r(&mut t, 0x60), 2, "configuration change");
+        assert_eq!(*levels.0.lock().unwrap(), vec![true]);
+        w(&mut t, 0x70, 0);
+        assert_eq!(r(&mut t, 0x70), 0);
+        bring_up(&mut t, 1);
+        assert_eq!(r(&mut t, 0x70), 15);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! capabilities; INTx with an ISR, or MSI-X where the platform can deliver
 //! MSIs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
@@ -70,6 +71,8 @@ pub struct PciInterrupt {
     intx: IrqLine,
     msi: Option<Arc<dyn MsiSink>>,
     name: &'static str,
+    /// DEVICE_NEEDS_RESET, set by the device's thread.
+    broken: AtomicBool,
 }
 
 impl PciInterrupt {
@@ -113,6 +116,11 @@ impl Interrupt for PciInterrupt {
 
     fn config(&self) {
         self.signal(2, |s| s.config_vector);
+    }
+
+    fn needs_reset(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        self.config();
     }
 }
 
@@ -205,6 +213,7 @@ impl VirtioPci {
             intx,
             msi,
             name,
+            broken: AtomicBool::new(false),
         });
         Ok(VirtioPci {
             cfg,
@@ -264,7 +273,7 @@ impl VirtioPci {
             0x0c => u64::from(s.driver_features_word()),
             0x10 => u64::from(irq.config_vector),
             0x12 => u64::from(s.num_queues()),
-            0x14 => u64::from(s.status()),
+            0x14 => u64::from(s.status() | super::mmio::needs_reset_bit(&self.irq.broken)),
             0x15 => u64::from(s.config_generation() as u8),
             0x16 => u64::from(s.queue_sel()),
             0x18 => q.map_or(0, |q| u64::from(q.size())),
@@ -299,6 +308,7 @@ impl VirtioPci {
             0x10 => lock(&self.irq.state).config_vector = valid_vector(v as u16),
             0x14 => {
                 if self.state.set_status(v as u8, &self.irq_dyn) {
+                    self.irq.broken.store(false, Ordering::SeqCst);
                     let mut irq = lock(&self.irq.state);
                     irq.isr = 0;
                     irq.config_vector = NO_VECTOR;

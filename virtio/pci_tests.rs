@@ -155,6 +155,21 @@ fn the_driver_sequence_starts_the_device() {
     assert_eq!(r.log.lock().unwrap().resets, 1);
 }
 
+/// DEVICE_NEEDS_RESET from the device's thread shows in the status (with
+/// INTA# for the configuration change) until the driver resets.
+#[test]
+fn a_device_needing_a_reset_says_so_until_reset() {
+    let mut r = rig(false);
+    bring_up(&mut r.dev);
+    r.dev.irq_dyn.needs_reset();
+    assert_eq!(bar_r(&mut r.dev, 0x14, 1), 15 | 64);
+    assert!(r.chip.events.lock().unwrap().contains(&(40, true)));
+    bar_w(&mut r.dev, 0x14, 0, 1);
+    assert_eq!(bar_r(&mut r.dev, 0x14, 1), 0);
+    bring_up(&mut r.dev);
+    assert_eq!(bar_r(&mut r.dev, 0x14, 1), 15);
+}
+
 #[test]
 fn msix_vectors_route_queue_and_config_interrupts() {
     let mut r = rig(true);

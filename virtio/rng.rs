@@ -169,4 +169,43 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(used(&mem).len(), 3);
     }
+
+    /// A driver that puts its avail index more than a queue ahead of the
+    /// device used to make the device thread spin for ever (and a reset,
+    /// which joins it, never return): now the queue is broken once, the
+    /// driver told, and the reset returns.
+    #[test]
+    fn an_avail_index_a_queue_ahead_breaks_the_queue_and_reset_returns() {
+        let mem = memory();
+        let q = queue(&mem, 256);
+        desc(&mem, 0, DATA, 64, F_WRITE, 0);
+        mem.write_obj(257u16, GuestAddress(AVAIL + 2)).unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Arc::new(CountingIrq::default());
+        let mut rng = Rng::new();
+        rng.activate(Activation {
+            mem: mem.clone(),
+            queues: vec![ActiveQueue {
+                index: 0,
+                queue: q,
+                kick: kick.try_clone().unwrap(),
+            }],
+            irq: irq.clone(),
+            features: 1 << 32,
+        })
+        .unwrap();
+        for _ in 0..3 {
+            kick.write(1).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(irq.resets.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(used(&mem).is_empty());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            rng.reset();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the reset returned");
+    }
 }

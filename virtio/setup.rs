@@ -49,6 +49,10 @@ pub enum ConfigError {
     Network(String),
     #[error("-d {0}: only one root filesystem per guest (the first was {1})")]
     TwoRoots(String, String),
+    #[error("the default rootfs: {0}")]
+    DefaultRootfs(String),
+    #[error("--hostfs-rw: the host's / is only shared with the default rootfs (lkvm run without -d, -i and --nodefaults, or lkvm sandbox)")]
+    NoHostfs,
 }
 
 impl Transport {
@@ -72,8 +76,14 @@ pub struct VirtioConfig {
     pub shares: Vec<ShareSpec>,
     pub nets: Vec<NetSpec>,
     pub balloon: bool,
-    /// A directory shared over 9p as the guest's root (`-d DIR|NAME`).
+    /// A directory shared over 9p as the guest's root (`-d DIR|NAME`, or
+    /// the default rootfs).
     pub rootfs: Option<PathBuf>,
+    /// The root is lkvm's default rootfs, made on first use.
+    pub default_rootfs: bool,
+    /// The host's `/` shared as `hostfs` (the default rootfs mounts it at
+    /// /host); `Some(true)` when writable.
+    pub hostfs: Option<bool>,
     /// `--console virtio`: the guest's console is a virtio-console.
     pub console: bool,
 }
@@ -84,29 +94,46 @@ impl VirtioConfig {
         arch: &str,
         console: ConsoleKind,
     ) -> Result<Self, ConfigError> {
+        let disks: Vec<DiskSpec> = args
+            .disk
+            .iter()
+            .filter(|d| crate::rootfs::resolve(d).is_none())
+            .map(|d| DiskSpec::parse(d).map_err(|e| ConfigError::Disk(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let mut roots = args
+            .disk
+            .iter()
+            .filter_map(|d| crate::rootfs::resolve(d).map(|p| (d, p)));
+        let first = roots.next();
+        if let (Some((a, _)), Some((b, _))) = (&first, roots.next()) {
+            return Err(ConfigError::TwoRoots(b.to_string(), a.to_string()));
+        }
+        let mut rootfs = first.map(|(_, p)| p);
+        // kvmtool boots its default rootfs, with the host's / beside it,
+        // when it is given nothing else to boot; a sandbox always runs in
+        // it, unless given a rootfs of its own, and needs the host's files.
+        let default_rootfs = rootfs.is_none()
+            && (args.sandbox_mode
+                || (!args.nodefaults && disks.is_empty() && args.initrd.is_none()));
+        if default_rootfs {
+            let dir = crate::rootfs::default_dir()
+                .map_err(|e| ConfigError::DefaultRootfs(e.to_string()))?;
+            rootfs = Some(dir);
+        }
+        let hostfs = (default_rootfs || args.sandbox_mode).then_some(args.hostfs_rw);
+        if args.hostfs_rw && hostfs.is_none() {
+            return Err(ConfigError::NoHostfs);
+        }
         Ok(VirtioConfig {
             transport: match &args.virtio_transport {
                 Some(t) => Transport::parse(t, arch)?,
                 None => Transport::default(),
             },
             rng: args.rng,
-            disks: args
-                .disk
-                .iter()
-                .filter(|d| crate::rootfs::resolve(d).is_none())
-                .map(|d| DiskSpec::parse(d).map_err(|e| ConfigError::Disk(e.to_string())))
-                .collect::<Result<_, _>>()?,
-            rootfs: {
-                let mut roots = args
-                    .disk
-                    .iter()
-                    .filter_map(|d| crate::rootfs::resolve(d).map(|p| (d, p)));
-                let first = roots.next();
-                if let (Some((a, _)), Some((b, _))) = (&first, roots.next()) {
-                    return Err(ConfigError::TwoRoots(b.to_string(), a.to_string()));
-                }
-                first.map(|(_, p)| p)
-            },
+            disks,
+            rootfs,
+            default_rootfs,
+            hostfs,
             shares: args
                 .ninep
                 .iter()
@@ -121,6 +148,12 @@ impl VirtioConfig {
             balloon: args.balloon,
             console: console == ConsoleKind::Virtio,
         })
+    }
+
+    /// Whether the guest's root is its first virtio-blk disk (`/dev/vda`):
+    /// a disk is given and no 9p root is.
+    pub fn root_on_disk(&self) -> bool {
+        self.rootfs.is_none() && !self.disks.is_empty()
     }
 }
 
@@ -177,8 +210,17 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
         let root = ShareSpec {
             dir: dir.clone(),
             tag: crate::rootfs::ROOT_TAG.to_string(),
+            read_only: false,
         };
         devices.push(Box::new(Virtio9p::new(&root)?));
+    }
+    if let Some(writable) = cfg.hostfs {
+        let host = ShareSpec {
+            dir: PathBuf::from("/"),
+            tag: crate::rootfs::HOSTFS_TAG.to_string(),
+            read_only: !writable,
+        };
+        devices.push(Box::new(Virtio9p::new(&host)?));
     }
     for spec in &cfg.shares {
         devices.push(Box::new(Virtio9p::new(spec)?));

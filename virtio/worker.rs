@@ -54,9 +54,12 @@ impl WorkerBuilder {
     {
         let WorkerBuilder { epoll, stop } = self;
         let thread_name = name.to_string();
+        let (done_tx, done) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                // Dropped however the thread ends: stop() hears of it.
+                let _done = done_tx;
                 let mut events = [EpollEvent::empty(); 16];
                 loop {
                     let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -77,26 +80,45 @@ impl WorkerBuilder {
         Ok(Worker {
             stop,
             thread: Some(thread),
+            done,
         })
     }
 }
+
+/// How long a reset or lkvm's teardown waits for a device thread (one
+/// stuck in a host system call, say) before going on without it.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running worker thread. Dropping it stops and joins the thread.
 pub struct Worker {
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread ends.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Worker {
-    /// Stops the thread and waits for it.
+    /// Stops the thread and waits for it, at most [`STOP_WAIT`]: a reset
+    /// (under the transport's lock) and lkvm's exit never hang on a
+    /// device thread; one that does not answer is left behind, logged.
     pub fn stop(&mut self) {
         if let Some(t) = self.thread.take() {
             if let Err(e) = self.stop.write(1) {
                 log::error!("cannot stop a device thread: {e}");
                 return;
             }
-            if t.join().is_err() {
-                log::error!("a device thread panicked");
+            let name = t.thread().name().unwrap_or("device").to_string();
+            match self.done.recv_timeout(STOP_WAIT) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    log::error!(
+                        "{name}: the device thread did not stop within {STOP_WAIT:?}; going on without it"
+                    );
+                }
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    if t.join().is_err() {
+                        log::error!("{name}: the device thread panicked");
+                    }
+                }
             }
         }
     }
@@ -170,5 +192,28 @@ mod tests {
         w.stop();
         a.write(1).unwrap();
         assert!(rx.recv().is_err(), "handler gone after stop");
+    }
+
+    #[test]
+    fn a_thread_that_does_not_stop_is_left_behind_not_waited_for() {
+        let a = EventFd::new(EFD_NONBLOCK).unwrap();
+        let a2 = a.try_clone().unwrap();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let wb = WorkerBuilder::new().unwrap();
+        wb.watch(a.as_fd_borrowed(), 1).unwrap();
+        let mut w = wb
+            .spawn("stuck-worker", move |_| {
+                drain(&a2);
+                // Stuck in the handler (as in a host call that never returns).
+                let _ = release.recv();
+                Flow::Continue
+            })
+            .unwrap();
+        a.write(1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        w.stop();
+        assert!(t.elapsed() < STOP_WAIT + std::time::Duration::from_secs(1));
+        drop(release_tx);
     }
 }

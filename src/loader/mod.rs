@@ -4,6 +4,7 @@
 pub mod elf;
 pub mod flat;
 pub mod place;
+pub mod search;
 
 use std::fs::File;
 use std::io::Read;

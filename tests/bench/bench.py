@@ -39,7 +39,7 @@ def build():
 
 def runs(n, guest):
     out = subprocess.run(
-        [os.path.join(OUT, "runner"), str(n), LKVM, "run", "-k", os.path.join(OUT, guest + ".elf"),
+        [os.path.join(OUT, "runner"), str(n), LKVM, "run", "--nodefaults", "-k", os.path.join(OUT, guest + ".elf"),
          "-m", "256", "-c", "1", "--loglevel", "error"],
         check=True, capture_output=True, text=True).stdout
     results = [json.loads(line) for line in out.splitlines()]

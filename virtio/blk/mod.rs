@@ -52,6 +52,10 @@ pub enum Error {
     UnknownOption { arg: String, opt: String },
     #[error("--disk '{0}': 'direct' (O_DIRECT) is not supported yet; drop it")]
     Direct(String),
+    #[error("--disk '{0}': SCSI disks (scsi:WWPN:TPGT, vhost-scsi) are not supported yet")]
+    Scsi(String),
+    #[error("disk image {path} is a QCOW{version} image; QCOW images are not supported yet (convert it: qemu-img convert -O raw {path} {path}.raw)", path = .0.display(), version = .1)]
+    Qcow(PathBuf, u32),
     #[error("disk image {0}: no such file")]
     Missing(PathBuf),
     #[error(
@@ -92,6 +96,9 @@ pub struct DiskSpec {
 impl DiskSpec {
     /// Parses kvmtool's `FILE[,ro]`. The path cannot contain a comma.
     pub fn parse(arg: &str) -> Result<DiskSpec, Error> {
+        if arg.starts_with("scsi:") {
+            return Err(Error::Scsi(arg.to_string()));
+        }
         let mut parts = arg.split(',');
         let path = parts.next().unwrap_or_default();
         if path.is_empty() {
@@ -115,6 +122,17 @@ impl DiskSpec {
             read_only,
         })
     }
+}
+
+/// The QCOW version of an image, if it is one: serving its metadata as
+/// raw sectors would hand the guest a garbled disk.
+fn qcow_version(file: &File) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let (magic, version) = head.split_at(4);
+    (magic == b"QFI\xfb")
+        .then(|| u32::from_be_bytes([version[0], version[1], version[2], version[3]]))
 }
 
 /// A virtio-blk device over one image.
@@ -173,6 +191,9 @@ impl Block {
                 );
             }
         };
+        if let Some(version) = qcow_version(&file) {
+            return Err(Error::Qcow(path, version));
+        }
         // Seeking works for block devices too, whose metadata size is 0.
         let size = (&file)
             .seek(SeekFrom::End(0))

@@ -554,6 +554,10 @@ fn disk_specs_parse_or_say_why_not() {
     );
     let msg = |a: &str| DiskSpec::parse(a).unwrap_err().to_string();
     assert!(matches!(DiskSpec::parse(""), Err(Error::EmptyPath(_))));
+    assert_eq!(
+        msg("scsi:naa.500:1"),
+        "--disk 'scsi:naa.500:1': SCSI disks (scsi:WWPN:TPGT, vhost-scsi) are not supported yet"
+    );
     assert!(matches!(DiskSpec::parse(",ro"), Err(Error::EmptyPath(_))));
     assert_eq!(
         msg("d.img,direct"),
@@ -614,6 +618,18 @@ fn open_errors_are_one_clear_line() {
     .err()
     .unwrap();
     assert!(matches!(e, Error::NotADisk(_)), "{e}");
+
+    // A QCOW image is refused by its magic, never served raw.
+    let mut qcow2 = b"QFI\xfb\0\0\0\x03".to_vec();
+    qcow2.resize(4096, 0);
+    let t = Temp::new("qcow", &qcow2);
+    let e = Block::open(&t.spec(true), 0).err().unwrap();
+    assert!(matches!(e, Error::Qcow(_, 3)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("QCOW3 image; QCOW images are not supported yet"),
+        "{e}"
+    );
 
     // An empty image is a legal, useless, 0-sector disk.
     let t = Temp::new("empty", &[]);

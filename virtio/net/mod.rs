@@ -36,7 +36,7 @@ use virtio_queue::{Queue, QueueT};
 pub use spec::NetSpec;
 pub use tap::Tap;
 
-use super::chain::{notify, serve_queue, Chain};
+use super::chain::{next_chain, notify, rearm, serve_queue, Chain};
 use super::device::{Activation, ActiveQueue, Error as DeviceError, Interrupt, VirtioDevice};
 use super::worker::{drain, AsFdBorrowed, Flow, WorkerBuilder, WorkerSlot};
 use super::{features, ids, QUEUE_SIZE};
@@ -337,7 +337,8 @@ impl Port {
             };
             self.pending = Some(len);
             let frame = self.frame.get_mut(..len).unwrap_or_default();
-            match deliver(&mut self.rx.queue, &self.mem, frame, self.mergeable) {
+            let irq = self.irq.as_ref();
+            match deliver(&mut self.rx.queue, &self.mem, irq, frame, self.mergeable) {
                 Delivery::Delivered | Delivery::Dropped => self.pending = None,
                 Delivery::NoBuffers { seen } => {
                     // Ask for a kick when buffers beyond those seen come
@@ -347,12 +348,10 @@ impl Port {
                     let q = &mut self.rx.queue;
                     let start = q.next_avail();
                     q.set_next_avail(seen);
-                    let more = q.enable_notification(&self.mem);
+                    let more = rearm(NAME, RX, q, &self.mem, self.irq.as_ref());
                     q.set_next_avail(start);
-                    match more {
-                        Ok(true) => continue,
-                        Ok(false) => {}
-                        Err(e) => log::debug!("{NAME}: queue {RX}: {e}"),
+                    if more {
+                        continue;
                     }
                     self.disarm(be);
                     break;
@@ -404,7 +403,13 @@ impl Port {
 /// Puts `frame` (header included) into the next receive chain, or chains
 /// if `mergeable`, and returns them used. Buffers too small for the frame
 /// without merging stay with the device for a later, smaller frame.
-fn deliver(q: &mut Queue, mem: &GuestMemory, frame: &mut [u8], mergeable: bool) -> Delivery {
+fn deliver(
+    q: &mut Queue,
+    mem: &GuestMemory,
+    irq: &dyn Interrupt,
+    frame: &mut [u8],
+    mergeable: bool,
+) -> Delivery {
     let len = frame.len();
     let Some(hdr) = frame.get_mut(..HDR_LEN) else {
         return Delivery::Dropped;
@@ -420,7 +425,7 @@ fn deliver(q: &mut Queue, mem: &GuestMemory, frame: &mut [u8], mergeable: bool) 
     let mut chains: Vec<Chain<'_>> = Vec::new();
     let mut room = 0usize;
     while room < len {
-        let Some(dc) = q.pop_descriptor_chain(mem) else {
+        let Some(dc) = next_chain(NAME, RX, q, mem, irq) else {
             let seen = q.next_avail();
             q.set_next_avail(start);
             if chains.len() >= usize::from(q.size()) {

@@ -21,7 +21,7 @@ pub enum NetSpec {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("empty --network option; use mode=tap[,tapif=NAME][,guest_mac=MAC] or none")]
+    #[error("-n/--network without a value (kvmtool's default, user-mode networking) is not supported yet; use mode=tap[,tapif=NAME][,guest_mac=MAC] or mode=none")]
     Empty,
     #[error("--network: \"{0}\" is not key=value")]
     NotKeyValue(String),
@@ -158,6 +158,12 @@ fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
 /// The kernel's rules for a device name (`dev_valid_name`), checked here
 /// so the user gets a message about the name rather than an EINVAL.
 fn check_ifname(name: &str) -> Result<String, Error> {
+    if name.starts_with("/dev/") {
+        // kvmtool also takes a macvtap character device here.
+        return Err(Error::Unsupported(format!(
+            "tapif={name} (a macvtap device node)"
+        )));
+    }
     let bad = |why| Err(Error::BadIfname(name.to_string(), why));
     if name.is_empty() {
         return bad("it is empty");
@@ -215,7 +221,7 @@ mod tests {
     #[test]
     fn every_error_names_its_value() {
         let cases: &[(&str, Error, &str)] = &[
-            ("", Error::Empty, "empty"),
+            ("", Error::Empty, "without a value"),
             ("tap0", Error::NotKeyValue("tap0".into()), "\"tap0\""),
             (
                 "mode=tap,mode=tap",
@@ -272,6 +278,11 @@ mod tests {
                 "tapif=..",
                 Error::BadIfname("..".into(), "it is a path component"),
                 "\"..\"",
+            ),
+            (
+                "tapif=/dev/tap9",
+                Error::Unsupported("tapif=/dev/tap9 (a macvtap device node)".into()),
+                "tapif=/dev/tap9 (a macvtap device node) is not supported yet",
             ),
             (
                 "guest_mac=02:15:15:15:15",

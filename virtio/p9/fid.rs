@@ -14,9 +14,24 @@ use nix::errno::Errno;
 use super::path::RelPath;
 use super::wire::NOFID;
 
-/// How many fids a guest may hold at once: each open one costs a host
-/// fd, and a guest must not be able to make lkvm allocate without bound.
+/// How many fids a guest may hold at once: a guest must not be able to
+/// make lkvm allocate without bound (each is a path of at most PATH_MAX).
 pub const MAX_FIDS: usize = 1 << 16;
+/// How many of them may be open (each holds a host fd) per share, at most:
+/// a quarter of lkvm's descriptor limit, so the guest's files never starve
+/// lkvm of the descriptors its vCPUs, devices and control socket need.
+pub const MAX_OPEN_FIDS: usize = 4096;
+
+/// The open-fid limit for this process: [`MAX_OPEN_FIDS`], or a quarter of
+/// `RLIMIT_NOFILE` if that is lower (never below 16).
+pub fn open_fid_limit() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(16, MAX_OPEN_FIDS)
+}
 
 /// What an opened fid reads from or lists.
 pub enum Open {
@@ -64,24 +79,49 @@ impl Fid {
     }
 }
 
-#[derive(Default)]
-pub struct Fids(HashMap<u32, Fid>);
+pub struct Fids {
+    map: HashMap<u32, Fid>,
+    max_open: usize,
+}
+
+impl Default for Fids {
+    fn default() -> Self {
+        Fids::with_open_limit(open_fid_limit())
+    }
+}
 
 impl Fids {
+    pub fn with_open_limit(max_open: usize) -> Self {
+        Fids {
+            map: HashMap::new(),
+            max_open,
+        }
+    }
+
+    /// Whether one more fid may be opened: EMFILE to the guest when its
+    /// open files reach this share's limit (before any host fd is made).
+    pub fn check_open_room(&self) -> Result<(), Errno> {
+        let open = self.map.values().filter(|f| f.open.is_some()).count();
+        if open >= self.max_open {
+            return Err(Errno::EMFILE);
+        }
+        Ok(())
+    }
+
     pub fn get(&self, id: u32) -> Result<&Fid, Errno> {
-        self.0.get(&id).ok_or(Errno::EBADF)
+        self.map.get(&id).ok_or(Errno::EBADF)
     }
 
     pub fn get_mut(&mut self, id: u32) -> Result<&mut Fid, Errno> {
-        self.0.get_mut(&id).ok_or(Errno::EBADF)
+        self.map.get_mut(&id).ok_or(Errno::EBADF)
     }
 
     /// Checks that `id` can name a new fid.
     pub fn check_free(&self, id: u32) -> Result<(), Errno> {
-        if id == NOFID || self.0.contains_key(&id) {
+        if id == NOFID || self.map.contains_key(&id) {
             return Err(Errno::EINVAL);
         }
-        if self.0.len() >= MAX_FIDS {
+        if self.map.len() >= MAX_FIDS {
             return Err(Errno::ENFILE);
         }
         Ok(())
@@ -90,7 +130,7 @@ impl Fids {
     /// Adds a new fid `id`.
     pub fn add(&mut self, id: u32, fid: Fid) -> Result<(), Errno> {
         self.check_free(id)?;
-        self.0.insert(id, fid);
+        self.map.insert(id, fid);
         Ok(())
     }
 
@@ -102,22 +142,22 @@ impl Fids {
     }
 
     pub fn remove(&mut self, id: u32) -> Result<Fid, Errno> {
-        self.0.remove(&id).ok_or(Errno::EBADF)
+        self.map.remove(&id).ok_or(Errno::EBADF)
     }
 
     /// Forgets every fid (a new session), closing their files.
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.map.clear();
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 
     /// Moves every fid at or below `from` to the same place below `to`.
     pub fn renamed(&mut self, from: &RelPath, to: &RelPath) {
-        for fid in self.0.values_mut() {
+        for fid in self.map.values_mut() {
             if fid.path.starts_with(from) {
                 fid.path.rebase(from, to);
             }
@@ -165,5 +205,27 @@ mod tests {
         assert_eq!(f.get(1).unwrap().path, z);
         assert_eq!(f.get(2).unwrap().path, z.join(c"b"));
         assert_eq!(f.get(3).unwrap().path, other);
+    }
+
+    #[test]
+    fn open_fids_are_bounded_below_the_descriptor_limit() {
+        let limit = open_fid_limit();
+        assert!((16..=MAX_OPEN_FIDS).contains(&limit));
+        let mut f = Fids::with_open_limit(2);
+        for id in 0..3 {
+            f.add(id, Fid::new(RelPath::root(), 0)).unwrap();
+        }
+        for id in 0..2 {
+            f.check_open_room().unwrap();
+            let file = std::fs::File::open("/dev/null").unwrap();
+            f.get_mut(id).unwrap().open = Some(Open::File {
+                file,
+                writable: false,
+            });
+        }
+        assert_eq!(f.check_open_room(), Err(Errno::EMFILE));
+        // Closing one (clunk) makes room again.
+        f.remove(0).unwrap();
+        assert_eq!(f.check_open_room(), Ok(()));
     }
 }

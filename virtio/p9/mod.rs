@@ -66,21 +66,25 @@ pub enum Error {
     },
 }
 
-/// One `--9p DIR,TAG` option.
+/// kvmtool's mount tag for `--9p DIR` without one.
+pub const DEFAULT_TAG: &str = "kvm_9p";
+
+/// One `--9p DIR[,TAG]` option.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareSpec {
     pub dir: PathBuf,
     pub tag: String,
+    /// Nothing the guest sends may change the share.
+    pub read_only: bool,
 }
 
 impl ShareSpec {
-    /// Parses kvmtool's "DIR,TAG". The tag is what follows the last
-    /// comma, so DIR may contain commas; DIR must be an existing
-    /// directory and TAG 1 to 64 bytes.
+    /// Parses kvmtool's "DIR[,TAG]". The tag is what follows the last
+    /// comma, so DIR may contain commas; without one the tag is
+    /// kvmtool's `kvm_9p`. DIR must be an existing directory and TAG 1 to
+    /// 64 bytes.
     pub fn parse(arg: &str) -> Result<ShareSpec, Error> {
-        let (dir, tag) = arg
-            .rsplit_once(',')
-            .ok_or_else(|| Error::Syntax(arg.to_string()))?;
+        let (dir, tag) = arg.rsplit_once(',').unwrap_or((arg, DEFAULT_TAG));
         if dir.is_empty() {
             return Err(Error::Syntax(arg.to_string()));
         }
@@ -104,6 +108,7 @@ impl ShareSpec {
         Ok(ShareSpec {
             dir,
             tag: tag.to_string(),
+            read_only: false,
         })
     }
 }
@@ -113,6 +118,7 @@ pub struct Virtio9p {
     /// The share's root, opened once; each activation serves a dup.
     root: path::Root,
     tag: String,
+    read_only: bool,
     /// le16 tag length, then the tag bytes.
     config: Vec<u8>,
     worker: WorkerSlot,
@@ -141,6 +147,7 @@ impl Virtio9p {
         Ok(Virtio9p {
             root,
             tag: spec.tag.clone(),
+            read_only: spec.read_only,
             config,
             worker: WorkerSlot::default(),
         })
@@ -203,7 +210,7 @@ impl VirtioDevice for Virtio9p {
             .try_clone_to_owned()
             .map_err(|e| device::Error::Worker(name, e))?;
         // A fresh session per activation: a reset forgets every fid.
-        let mut server = Server::new(path::Root::from_fd(root));
+        let mut server = Server::new(path::Root::from_fd(root), self.read_only);
         let (mem, irq) = (act.mem, act.irq);
         let wb = WorkerBuilder::new().map_err(|e| device::Error::Worker(name, e))?;
         wb.watch(q.kick.as_fd_borrowed(), 0)

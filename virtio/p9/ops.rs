@@ -84,6 +84,7 @@ impl Server {
         let mode = d.u32()?;
         let gid = d.u32()?;
         self.fids.get(fid)?.unopened()?;
+        self.fids.check_open_room()?;
         let (dir, path, uid) = self.dir_of(fid)?;
         let (open, st) = match host::lstat_at(&dir, &name) {
             Ok(_) if flags & dotl::EXCL != 0 => return Err(Errno::EEXIST),

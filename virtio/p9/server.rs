@@ -43,6 +43,8 @@ pub struct Server {
     msize: u32,
     /// lkvm runs as root: files get the guest's owners.
     pub(super) as_root: bool,
+    /// The share is read-only: whatever would change it gets EROFS.
+    read_only: bool,
 }
 
 /// An I/O error from std as an errno for Rlerror.
@@ -51,13 +53,33 @@ pub(super) fn io_errno(e: &std::io::Error) -> Errno {
 }
 
 impl Server {
-    pub fn new(root: Root) -> Self {
+    pub fn new(root: Root, read_only: bool) -> Self {
         Server {
             root,
             fids: Fids::default(),
             msize: MAX_MSIZE,
             as_root: host::is_root(),
+            read_only,
         }
+    }
+
+    /// Requests that change the share, refused on a read-only one (an
+    /// open for writing is judged by its flags in `lopen`).
+    fn changes_share(kind: u8) -> bool {
+        matches!(
+            kind,
+            msg::TWRITE
+                | msg::TLCREATE
+                | msg::TMKDIR
+                | msg::TSYMLINK
+                | msg::TMKNOD
+                | msg::TLINK
+                | msg::TRENAME
+                | msg::TRENAMEAT
+                | msg::TUNLINKAT
+                | msg::TREMOVE
+                | msg::TSETATTR
+        )
     }
 
     /// The negotiated message size (the largest request worth reading).
@@ -112,6 +134,9 @@ impl Server {
         body: &[u8],
         limit: usize,
     ) -> Result<Vec<u8>, Errno> {
+        if self.read_only && Self::changes_share(kind) {
+            return Err(Errno::EROFS);
+        }
         let mut d = Decoder::new(body);
         let mut out = Encoder::new(kind.wrapping_add(1), tag);
         let d = &mut d;
@@ -295,7 +320,13 @@ impl Server {
     fn lopen(&mut self, d: &mut Decoder<'_>, o: &mut Encoder) -> Result<(), Errno> {
         let fid = d.u32()?;
         let flags = d.u32()?;
+        let writes = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+            || flags & (libc::O_TRUNC | libc::O_CREAT) as u32 != 0;
+        if self.read_only && writes {
+            return Err(Errno::EROFS);
+        }
         let f = self.fids.get(fid)?.unopened()?;
+        self.fids.check_open_room()?;
         let (dir, name) = self.root.locate(&f.path)?;
         let (open, st) = host::open_entry(dir.as_fd(), &name, flags)?;
         self.fids.get_mut(fid)?.open = Some(open);

@@ -25,8 +25,11 @@ fn share_specs_parse_with_clear_errors() {
     let s = ShareSpec::parse(&format!("{dir}/a,b,tag")).unwrap();
     assert_eq!(s.dir, t.path().join("a,b"));
 
+    // Without a tag, kvmtool's.
+    let s = ShareSpec::parse(&dir).unwrap();
+    assert_eq!((s.dir.as_path(), s.tag.as_str()), (t.path(), "kvm_9p"));
+
     let err = |arg: String| ShareSpec::parse(&arg).unwrap_err().to_string();
-    assert!(err(dir.clone()).contains("expected DIR,TAG"));
     assert!(err(",tag".into()).contains("expected DIR,TAG"));
     assert!(err(format!("{dir},")).contains("mount tag is empty"));
     let long = "t".repeat(65);
@@ -42,6 +45,7 @@ fn share_specs_parse_with_clear_errors() {
 
     // new() opens the directory once and fails clearly.
     let gone = ShareSpec {
+        read_only: false,
         dir: t.path().join("gone"),
         tag: "x".into(),
     };
@@ -49,6 +53,7 @@ fn share_specs_parse_with_clear_errors() {
     assert!(matches!(e, Error::Open { .. }));
     assert!(e.to_string().contains("gone"));
     let bad_tag = ShareSpec {
+        read_only: false,
         dir: t.path().into(),
         tag: long,
     };
@@ -62,6 +67,7 @@ fn share_specs_parse_with_clear_errors() {
 fn config_space_holds_the_tag() {
     let t = TempDir::new("config");
     let dev = Virtio9p::new(&ShareSpec {
+        read_only: false,
         dir: t.path().into(),
         tag: "hostshare".into(),
     })
@@ -100,6 +106,7 @@ fn serves_requests_through_a_ring() {
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
     let irq = Arc::new(CountingIrq::default());
     let mut dev = Virtio9p::new(&ShareSpec {
+        read_only: false,
         dir: t.path().into(),
         tag: "t".into(),
     })

@@ -115,16 +115,22 @@ impl Client {
         Client::with_root(Root::open(dir).unwrap())
     }
 
+    /// A client of a read-only share.
+    pub fn read_only(dir: &Path) -> Client {
+        Client::start(Server::new(Root::open(dir).unwrap(), true))
+    }
+
     /// Resolving without openat2, as on hosts before Linux 5.6.
     pub fn fallback(dir: &Path) -> Client {
         Client::with_root(Root::open(dir).unwrap().without_openat2())
     }
 
     fn with_root(root: Root) -> Client {
-        let mut c = Client {
-            s: Server::new(root),
-            room: 8192,
-        };
+        Client::start(Server::new(root, false))
+    }
+
+    fn start(s: Server) -> Client {
+        let mut c = Client { s, room: 8192 };
         assert_eq!(c.version(8192, "9P2000.L").unwrap().0, 8192);
         c.attach(0, NONUNAME).unwrap();
         c

@@ -90,6 +90,51 @@ fn attach_walk_open_read_write() {
 }
 
 #[test]
+fn a_read_only_share_reads_but_refuses_every_change() {
+    let t = TempDir::new("ro");
+    std::fs::create_dir(t.path().join("d")).unwrap();
+    std::fs::write(t.path().join("f"), b"kept").unwrap();
+    let mut c = Client::read_only(t.path());
+    c.walk(0, 1, &["f"]).unwrap();
+    assert_eq!(c.lopen(1, RDWR), Err(Errno::EROFS));
+    assert_eq!(c.lopen(1, RDONLY | 0o1000), Err(Errno::EROFS), "O_TRUNC");
+    c.lopen(1, RDONLY).unwrap();
+    assert_eq!(c.read(1, 0, 10).unwrap(), b"kept");
+    assert_eq!(c.write(1, 0, b"x"), Err(Errno::EROFS));
+    c.walk(0, 2, &["d"]).unwrap();
+    assert_eq!(
+        c.lcreate(2, "new", RDWR | CREATE, 0o644, 0),
+        Err(Errno::EROFS)
+    );
+    assert_eq!(c.mkdir(0, "e", 0o755, 0), Err(Errno::EROFS));
+    assert_eq!(c.unlinkat(0, "f", 0), Err(Errno::EROFS));
+    assert_eq!(std::fs::read(t.path().join("f")).unwrap(), b"kept");
+    assert!(!t.path().join("d/new").exists() && !t.path().join("e").exists());
+}
+
+/// A guest opening files without closing them gets EMFILE from the
+/// share's limit, not lkvm's descriptors run dry.
+#[test]
+fn open_files_beyond_the_limit_get_emfile() {
+    let t = TempDir::new("emfile");
+    std::fs::write(t.path().join("f"), b"x").unwrap();
+    let mut c = Client::new(t.path());
+    let limit = super::super::fid::open_fid_limit() as u32;
+    for fid in 1..=limit {
+        c.walk(0, fid, &["f"]).unwrap();
+        c.lopen(fid, RDONLY).unwrap();
+    }
+    c.walk(0, limit + 1, &["f"]).unwrap();
+    assert_eq!(c.lopen(limit + 1, RDONLY), Err(Errno::EMFILE));
+    assert_eq!(
+        c.lcreate(0, "g", RDWR | CREATE, 0o644, 0),
+        Err(Errno::EMFILE)
+    );
+    c.clunk(1).unwrap();
+    c.lopen(limit + 1, RDONLY).unwrap();
+}
+
+#[test]
 fn walk_semantics() {
     let t = TempDir::new("walk");
     std::fs::create_dir_all(t.path().join("d/e")).unwrap();
