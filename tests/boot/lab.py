@@ -754,8 +754,7 @@ def main():
     f.add_argument("arch", nargs="*")
     args = ap.parse_args()
     handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench,
-               "run": cmd_run,
-               "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
+               "run": cmd_run, "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
     try:
         return handler(args)
     except LabError as e:
