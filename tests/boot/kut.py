@@ -38,23 +38,56 @@ MACHINES = {"aarch64": [(None, [])],
 # its initrd, as upstream's run scripts give one (kutcfg.environ).
 FLAT_DIR = "/kut"
 ENVIRON = f"{FLAT_DIR}/environ"
-# Cases that fail for a reason that is understood, keyed by (arch, L1
-# machine, case): (why, text the case's output must show). A listed case
-# failing without that text is a failure like any other; one that starts
-# passing is reported so its entry can go. Each reason starts "L1 lacks
-# it:", "lkvm gap:" (a known missing lkvm feature) or "lkvm bug:" (with
-# the case's output in the report that added it).
-NO_VGICV2 = ("L1 lacks it: the default arm64 L1 is QEMU virt with gic-version=3 and no "
-             "GICv2 compatibility, so KVM in L1 cannot create a vGICv2; lkvm refuses "
-             "--irqchip=gicv2 saying so", "cannot give guests that interrupt controller")
+
+
+class Expected:
+    """An understood failure of one case. `why` starts "L1 lacks it:",
+    "L1 flaw:" (L1's emulation misbehaves; shown with kvmtool too), "lkvm
+    gap:" (a known missing lkvm feature) or "lkvm bug:" (with the case's
+    output in the report that added it). The failure counts as expected
+    only when the case's output or error shows `shows` and each of its
+    FAIL: lines matches `fails` (without `fails`, no FAIL: line at all),
+    so the case failing in any other way still fails. A `flaky` case
+    fails only sometimes; any other listed case that passes is reported
+    so its entry can go."""
+
+    def __init__(self, why, shows, fails=None, flaky=False):
+        self.why, self.shows, self.fails, self.flaky = why, shows, fails, flaky
+
+    def matches(self, error, body):
+        if not any(self.shows in line for line in [error, *body]):
+            return f"never showed {self.shows!r}"
+        for line in body:
+            line = line.strip()
+            if line.startswith("FAIL:") and not (self.fails and re.fullmatch(self.fails, line)):
+                return f"also failed otherwise: {line!r}"
+        return None
+
+
+NO_VGICV2 = Expected(
+    "L1 lacks it: the default arm64 L1 is QEMU virt with gic-version=3 and no GICv2 "
+    "compatibility, so KVM in L1 cannot create a vGICv2; lkvm refuses --irqchip=gicv2 "
+    "saying so", "cannot give guests that interrupt controller")
+# Seen in about 1 of 7 runs on either riscv64 L1; kvmtool b48735e on the
+# same L1 fails it as often (3 of 20 runs, the timer up to 3.9 ms early).
+SBI_TIMER = Expected(
+    "L1 flaw: sbi's set_timer checks that the timer interrupt comes 200-400 ms after it was "
+    "set; on these TCG L1s it sometimes comes up to 4 ms early (or, on a loaded host, late), "
+    "with kvmtool as with lkvm; lkvm takes no part in SBI TIME (L1's KVM serves it)",
+    "FAIL: sbi: time: set_timer: timer delay honored",
+    fails=r"FAIL: sbi: time: set_timer: timer delay honored( for mask irq test)?", flaky=True)
+# Keyed by (arch, L1 machine, case).
 XFAIL = {
     **{("aarch64", "default", c): NO_VGICV2
        for c in ("gicv2-ipi", "gicv2-mmio", "gicv2-mmio-up", "gicv2-mmio-3p", "gicv2-active")},
-    ("aarch64", "default", "pmu-event-introspection"): (
+    ("aarch64", "default", "pmu-event-introspection"): Expected(
         "L1 lacks it: the test requires events 0x8 (INST_RETIRED) and 0x1b (INST_SPEC); KVM "
         "in L1 offers only the events of L1's PMU, and QEMU's TCG PMU has INST_RETIRED only "
         "with -icount and no INST_SPEC",
-        "event 0x1b is not supported"),
+        "event 0x1b is not supported",
+        fails=r"FAIL: pmu: pmu-event-introspection: Check required events are implemented"),
+    ("riscv64", "default", "sbi"): SBI_TIMER,
+    ("riscv64", "aia", "sbi"): SBI_TIMER,
 }
 # How long L1 may take from QEMU's start to its first case, and from one
 # case's end to the next one's start, before the lab gives up.
@@ -278,15 +311,16 @@ def judge(case, output, arch, l1):
         rec["result"] = "pass"
     else:
         rec["error"] = error
-        why, shows = XFAIL.get((arch, l1, case.name), (None, None))
-        if why and not any(shows in l for l in [error, *body]):
-            rec["xfail_unmatched"] = f"listed as an expected failure, but never showed {shows!r}"
+        expected = XFAIL.get((arch, l1, case.name))
+        unmatched = expected.matches(error, body) if expected else None
+        if unmatched:
+            rec["xfail_unmatched"] = f"listed as an expected failure, but {unmatched}"
             rec["error"] += f"; {rec['xfail_unmatched']}"
-            why = None
-        rec["result"] = "xfail" if why else "fail"
-        if why:
-            rec["xfail_reason"] = why
-    if (arch, l1, case.name) in XFAIL and rec["result"] in ("pass", "skip"):
+        rec["result"] = "xfail" if expected and not unmatched else "fail"
+        if rec["result"] == "xfail":
+            rec["xfail_reason"] = expected.why
+    expected = XFAIL.get((arch, l1, case.name))
+    if expected and not expected.flaky and rec["result"] in ("pass", "skip"):
         rec["xfail_stale"] = True
     return rec
 
