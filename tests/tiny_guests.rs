@@ -327,3 +327,54 @@ fn hugetlbfs_backed_guest_ram_boots() {
         text(&misaligned.stderr).contains("is not a multiple of the 0x200000-byte huge page size")
     );
 }
+
+/// Every thread of a running guest is filtered (seccomp mode 2), and a
+/// device path that steps outside its thread's list ends lkvm with one line
+/// naming the thread and the call; with `--seccomp log` the call is allowed.
+#[test]
+fn seccomp_filters_every_thread_and_names_a_call_outside_its_list() {
+    if !kvm_available() {
+        return;
+    }
+    let mut vm = Interactive::spawn(&mut boot("counter", &["-c", "2"]));
+    vm.wait_for(b"counter", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let tasks = format!("/proc/{}/task", vm.pid());
+    let mut modes = Vec::new();
+    for t in std::fs::read_dir(&tasks).unwrap().flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string());
+        modes.push((comm.trim().to_string(), mode));
+    }
+    let names: Vec<&str> = modes.iter().map(|(c, _)| c.as_str()).collect();
+    for want in ["lkvm", "vcpu0", "vcpu1", "control", "spawner"] {
+        assert!(names.contains(&want), "{want} missing from {modes:?}");
+    }
+    assert!(
+        modes.iter().all(|(_, m)| m.as_deref() == Some("2")),
+        "{modes:?}"
+    );
+    drop(vm);
+
+    // The guest's ACPI power-off, handled on its vCPU thread, kicks the
+    // other vCPU out of KVM_RUN with a signal (tgkill): take that away.
+    let deny = ("LKVM_SECCOMP_DENY", "vcpu:tgkill");
+    let out = run(boot("hello", &["-c", "2"]).env(deny.0, deny.1));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let line = format!(
+        "lkvm: error: seccomp: thread vcpu0 made system call {} (tgkill), which its allow-list does not have",
+        libc::SYS_tgkill
+    );
+    assert!(err.contains(&line), "{err}");
+    assert_eq!(err.matches("lkvm: error:").count(), 1, "{err}");
+    let logged = run(boot("hello", &["-c", "2", "--seccomp", "log"]).env(deny.0, deny.1));
+    assert_eq!(logged.status.code(), Some(0), "{}", text(&logged.stderr));
+    assert!(text(&logged.stdout).starts_with("lkvm test guest: hello"));
+    let off = run(boot("hello", &["-c", "2", "--seccomp", "off"]).env(deny.0, deny.1));
+    assert_eq!(off.status.code(), Some(0));
+}

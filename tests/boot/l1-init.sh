@@ -68,6 +68,39 @@ if [ "$mode" = kut ]; then
     echo "LKVM-EXIT rc=0"
     poweroff -f
 fi
+if [ "$mode" = compat ]; then
+    # kvmtool's workflows, unchanged (tests/boot/compat.py): each stage
+    # between its own begin and end lines, the end line with lkvm's status.
+    params="$(cat /l2/params)"
+    stage() { echo "LKVM-COMPAT-BEGIN $1"; }
+    done_() { rc=$?; echo; echo "LKVM-COMPAT-END $1 rc=$rc"; }
+    # The kernel as run's first argument; the first disk is the root
+    # (lkvm adds root=/dev/vda rw); the initrd only loads modules and
+    # mounts whatever root= says.
+    stage rootdisk
+    /lkvm run /l2/kernel -i /l2/initrd-rootdisk.cpio.gz -d /l2/root.img -c "$cpus" \
+        -m "$mem" -p "$params lkvm.token=$(arg lkvm.token)"
+    done_ rootdisk
+    # Neither disk nor initrd: the default rootfs with the host's / at
+    # /host; lkvm finds this kernel's modules under /lib/modules. The lab
+    # types a line into its shell.
+    stage defaultrootfs
+    /lkvm run -k /l2/kernel -c "$cpus" -m "$mem" -p "$params"
+    done_ defaultrootfs
+    # kvmtool's sandbox form: a host program from the working directory.
+    mkdir -p /work && cp /hostprog /work/prog && cd /work
+    stage sandbox-prog
+    /lkvm sandbox -k /l2/kernel -c "$cpus" -m "$mem" -p "$params" ./prog "$(arg lkvm.token3)" 7
+    done_ sandbox-prog
+    cd /
+    stage sandbox-dashes
+    /lkvm sandbox -k /l2/kernel -i /l2/initrd-sandbox.cpio.gz -c "$cpus" -m "$mem" \
+        -p "$params" -- sh -c 'uname -m; exit 3'
+    done_ sandbox-dashes
+    l1_kmsg
+    echo "LKVM-EXIT rc=0"
+    poweroff -f
+fi
 initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
 params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"

@@ -37,11 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import compat
 import kut
 import monitor
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
-from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs,
-                    disk_image, l2_initramfs, read_back)
+from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
+                    add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
+                    read_back, root_disk)
 
 TAIL_LINES = 40
 # Architectures whose boots get one second attempt in `test`. x86_64's L1
@@ -65,7 +67,7 @@ class Case:
     text that must appear in L2's console output and text that must not."""
 
     def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False, irqs=None, sandbox=False):
+                 virtio=False, irqs=None, sandbox=False, compat=False):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
         # virtio: give L2 a disk, a 9p share and an rng and check them;
@@ -73,6 +75,8 @@ class Case:
         self.virtio, self.irqs = virtio, irqs
         # sandbox: L1 runs `lkvm sandbox -- sh -c 'uname -m; exit 3'`.
         self.sandbox = sandbox
+        # compat: kvmtool's workflows, one stage after another (compat.py).
+        self.compat = compat
 
 
 # lkvm's warning when an MSI-X vector falls back from its irqfd.
@@ -81,7 +85,7 @@ NO_IRQFD = "sending it instead"
 MATRIX = {
     # -c 2 boots come with virtio (blk, 9p, rng) checked from inside L2.
     "x86_64": [Case(1), Case(2, virtio=True, irqs="MSI", reject=NO_IRQFD),
-               Case(1, ["--console", "virtio"], virtio=True), Case(1, sandbox=True)],
+               Case(1, ["--console", "virtio"], virtio=True), Case(1, compat=True)],
     # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
     # and virtio-mmio with wired SPIs and the virtio console.
     "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
@@ -91,7 +95,7 @@ MATRIX = {
                 Case(2, ["--irqchip", "gicv2m"], l1="gicv2", virtio=True, irqs="MSI"),
                 Case(1, ["--virtio-transport", "mmio", "--console", "virtio"], virtio=True,
                      irqs="GICv3"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
     # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
     # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
     # console (DBCN), which lkvm serves; the boot console's own "enabled"
@@ -106,7 +110,7 @@ MATRIX = {
                      reject=NO_IRQFD),
                 Case(1, ["--irqchip", "plic", "--virtio-transport", "mmio"], virtio=True,
                      irqs="PLIC"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
     # pseries with nested HV (radix host; virtio behind the PHB on in-kernel
     # and userspace XICS), powernv9 (bare-metal radix host) and powernv9
     # booted disable_radix (hash host: the guest gets an HPT).
@@ -115,7 +119,7 @@ MATRIX = {
                 Case(1, l1="powernv9"), Case(2, l1="powernv9"),
                 Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
                 Case(2, l1="powernv9-hash"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
 }
 
 
@@ -125,6 +129,16 @@ def build_kvmcheck(arch):
     src = HERE / "kvmcheck.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
     out = CACHE / "tools" / f"kvmcheck-{arch}-{digest}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
+    return out
+
+
+def build_hostprog(arch):
+    src = HERE / "hostprog.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = CACHE / "tools" / f"hostprog-{arch}-{digest}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
@@ -153,6 +167,14 @@ def l1_initramfs(arch, inputs):
     c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
     c.file("l2/initrd-sandbox.cpio.gz",
            l2_initramfs(arch, inputs, "sandbox-init.sh", modules=True))
+    # The compat stages: a root disk and the initrd that mounts it, a
+    # static program for L2 to run through /host, and the kernel's own
+    # modules where a host keeps them.
+    c.file("l2/root.img", root_disk(arch, inputs).read_bytes())
+    c.file("l2/initrd-rootdisk.cpio.gz",
+           l2_initramfs(arch, inputs, "rootdisk-initrd.sh", modules=True))
+    c.file("hostprog", build_hostprog(arch).read_bytes(), 0o755)
+    add_module_tree(c, inputs.kernel_root, NINEP_ROOT_MODULES)
     c.file("l2/params", (p["l2_params"] + "\n").encode())
     out = CACHE / "work" / arch / "l1.cpio.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -189,14 +211,17 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
          kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
-         sandbox=False):
+         sandbox=False, compat_run=False):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
     initrd = initrd or l1_initramfs(arch, inputs)
     p = PINS[arch]
     token = secrets.token_hex(6)
-    mode = "sandbox" if sandbox else "test"
+    # compat: one token per stage that prints one (the second is typed).
+    tokens = {"rootdisk": token, "defaultrootfs": secrets.token_hex(6),
+              "sandbox-prog": secrets.token_hex(6)}
+    mode = "sandbox" if sandbox else "compat" if compat_run else "test"
     append = (f"console={p['l1_console']} panic=-1 lkvm.mode={mode} lkvm.cpus={cpus} "
               f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)} "
               f"lkvm.kparams={','.join(kparams.split())}")
@@ -204,6 +229,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.virtio=1"
     if bench:
         append += " lkvm.bench=1"
+    if compat_run:
+        append += f" lkvm.token3={tokens['sandbox-prog']}"
     # L1 prints lkvm's vCPU state if L2 still runs this long after L1 boots.
     append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
@@ -226,6 +253,9 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         rec["virtio"] = True
     if sandbox:
         rec["sandbox"] = True
+    if compat_run:
+        rec["compat"] = True
+    typed_into_shell = False
     lines, marks = [], {}
     disk_dump, in_dump = [], False
     t0 = time.monotonic()
@@ -289,6 +319,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                                  ("no_kvm", "LKVM-L1-NOKVM")):
                     if pat in line and key not in marks:
                         marks[key] = t
+                if (compat_run and compat.SHELL_BANNER in line and not typed_into_shell):
+                    typed_into_shell = True
+                    try:
+                        proc.stdin.write(compat.typed_line(tokens["defaultrootfs"]).encode())
+                        proc.stdin.flush()
+                    except OSError as e:
+                        reason = reason or f"cannot type into L1's console: {e}"
                 if "LKVM-L2-ASK" in line and "ask" not in marks:
                     marks["ask"] = t
                     try:
@@ -336,7 +373,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         # Boot time without the wait for the typed reply.
         rec["lkvm_start_to_marker_s"] = round(marks["ask"] - marks["lkvm_start"], 3)
     problems = []
-    if sandbox:
+    if compat_run:
+        stages = compat.split([l.split("| ", 1)[-1] for l in lines])
+        rec["compat_stages"] = {k: v["rc"] for k, v in stages.items()}
+        problems = compat.problems(stages, p["uname"], tokens)
+        if "lkvm_exit" not in rec:
+            problems.insert(0, reason or "L1 never finished the compat stages")
+    elif sandbox:
         problems = sandbox_problems(rec, lines, p["uname"], reason)
     elif "marker" not in marks:
         problems.append(reason or "no L2 marker line")
@@ -568,11 +611,12 @@ def cmd_test(args):
                 return boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
                             initrd=initrd, variant=case.l1, kparams=case.kparams,
                             expect=case.expect, reject=case.reject, virtio=case.virtio,
-                            irqs=case.irqs, sandbox=case.sandbox)
+                            irqs=case.irqs, sandbox=case.sandbox, compat_run=case.compat)
             rec = attempt()
             what = " ".join([arch, f"-c {case.cpus}", *case.extra,
                              *(["virtio"] if case.virtio else []),
-                             *(["sandbox"] if case.sandbox else []), f"(L1 {rec['l1']})"])
+                             *(["sandbox"] if case.sandbox else []),
+                             *(["compat"] if case.compat else []), f"(L1 {rec['l1']})"])
             if rec["result"] != "pass" and arch in RETRY_ONCE:
                 first = Path(rec["console_log"])
                 kept = first.with_name(first.stem + "-attempt1.log")
@@ -624,7 +668,7 @@ def cmd_boot(args):
         raise LabError("lkvm options passed through the lab may not contain commas")
     rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
                variant=args.l1, kparams=args.kparams, expect=args.expect, virtio=args.virtio,
-               sandbox=args.sandbox)
+               sandbox=args.sandbox, compat_run=args.compat)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
 
@@ -738,6 +782,8 @@ def main():
                    help="give L2 a virtio disk, 9p share and rng, and check them")
     b.add_argument("--sandbox", action="store_true",
                    help="run `lkvm sandbox -- uname -m` in L1 instead of a boot")
+    b.add_argument("--compat", action="store_true",
+                   help="run kvmtool's workflows in L1 (compat.py) instead of a boot")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
