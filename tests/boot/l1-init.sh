@@ -48,6 +48,26 @@ if [ "$mode" = sandbox ]; then
     echo "LKVM-EXIT rc=$rc"
     poweroff -f
 fi
+if [ "$mode" = kut ]; then
+    # kvm-unit-tests (tests/boot/kut.py): /kut/cases.sh calls run_case
+    # once per case. Each case's output sits between its own begin and
+    # end lines, the end line on a line of its own with lkvm's status;
+    # `timeout` bounds it as upstream's timeout_cmd does.
+    run_case() {
+        name=$1 secs=$2
+        shift 2
+        echo "LKVM-KUT-BEGIN $name"
+        timeout -k 1 "$secs" "$@" </dev/null
+        rc=$?
+        echo
+        echo "LKVM-KUT-END $name rc=$rc"
+    }
+    . /kut/cases.sh
+    echo "LKVM-KUT-DONE"
+    l1_kmsg
+    echo "LKVM-EXIT rc=0"
+    poweroff -f
+fi
 if [ "$mode" = compat ]; then
     # kvmtool's workflows, unchanged (tests/boot/compat.py): each stage
     # between its own begin and end lines, the end line with lkvm's status.

@@ -14,6 +14,7 @@ token, and lkvm exiting 0.
     lab.py bench [ARCH ...]       median L2 boot time of 5 boots per arch
     lab.py run ARCH               interactive: a shell in L2 inside L1
     lab.py run-host               the default guest on this machine's /dev/kvm
+    lab.py kut [ARCH ...]         kvm-unit-tests in L1; one JSON line per case
     lab.py fetch [ARCH ...]       download and cache the pinned guest inputs
 
 Only the Python standard library is used. Downloads are cached in
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 import compat
+import kut
 import monitor
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
 from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
@@ -412,6 +414,111 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     return rec
 
 
+def kut_suite(arch, variant, inputs, tree, only=None, bench=False):
+    """The kvm-unit-tests cases of one L1 machine, all in one L1 boot (see
+    kut.py). Returns (failures as (what, log or None), the cases' outputs
+    by name)."""
+    l1 = variant or "default"
+    t0 = time.monotonic()
+    nodefault = ("micro-bench",) if bench else ()
+    chosen, skipped = kut.cases(arch, variant, tree, only=only, want_nodefault=nodefault)
+    if not chosen:
+        raise LabError(f"{kut.SUITE} {arch}: no case matches")
+    p = PINS[arch]
+    c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
+    add_modules(c, inputs.kernel_root, p["modules"])
+    c.file("kvmcheck", build_kvmcheck(arch).read_bytes(), 0o755)
+    c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
+    for name, data in kut.l1_files(tree, arch, chosen, kut.uname_r(inputs.l1_kernel)).items():
+        c.file(name, data)
+    workdir = CACHE / "work" / arch
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = workdir / f"kut-{l1}.cpio.gz"
+    initrd.write_bytes(c.finish(level=1))
+    qemu_log = workdir / f"qemu-kut-{l1}.log"
+    qemu_log.unlink(missing_ok=True)
+    cmd = qemu_cmd(arch, inputs, initrd, f"console={p['l1_console']} panic=-1 lkvm.mode=kut",
+                   variant=variant) + ["-d", "cpu_reset", "-D", str(qemu_log)]
+    log(f"{kut.SUITE} {arch} (L1 {l1}): {len(chosen)} case(s) in one L1 boot")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        lines, reason = kut.watch(proc, chosen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    console_log = workdir / f"console-kut-{l1}.log"
+    console_log.write_text("".join(f"{t:8.3f} | {l}\n" for t, l in lines))
+    suite_error = None
+    if not any("LKVM-KUT-DONE" in l for _, l in lines):
+        suite_error = f"{reason or 'L1 never finished the case list'} (console: {console_log})"
+        print_tail([f"{t:8.3f} | {l}" for t, l in lines])
+    outputs = kut.case_outputs(lines)
+    failures = kut.report(arch, l1, chosen, outputs, skipped, suite_error,
+                          time.monotonic() - t0, workdir)
+    return failures, outputs
+
+
+def kut_all(arches, inputs_of, l1=None, only=None):
+    """Every L1 machine of every architecture kvm-unit-tests runs on.
+    Returns the failures; an absent tarball is one only with CI=true."""
+    tar = kut.tarball()
+    if tar is None:
+        if os.environ.get("CI") == "true":
+            return [(f"{kut.absent_message()}; CI=true requires it", None)]
+        log(f"{kut.absent_message()}; the suite is skipped")
+        return []
+    failures = []
+    for arch in [a for a in arches if a in kut.ARCHES]:
+        try:
+            require_lkvm_support(arch)
+            tree = kut.build(arch, tar)
+            inputs = inputs_of(arch)
+            for variant, _ in kut.MACHINES[arch]:
+                if l1 is None or (variant or "default") == l1:
+                    failures += kut_suite(arch, variant, inputs, tree, only=only)[0]
+        except LabError as e:
+            log(f"{kut.SUITE} {arch}: {e}")
+            failures.append((f"{kut.SUITE} {arch}: {e}", None))
+    return failures
+
+
+def kut_bench(arch, inputs):
+    """kvm-unit-tests' micro-bench (a nodefault case, so only here) on the
+    default L1 machine: one JSON line per figure. Returns the failures."""
+    tar = kut.tarball()
+    if tar is None:
+        ci = os.environ.get("CI") == "true"
+        log(f"{kut.absent_message()}; " + ("CI=true requires it" if ci else "micro-bench skipped"))
+        return 1 if ci else 0
+    tree = kut.build(arch, tar)
+    chosen, _ = kut.cases(arch, None, tree, only="micro-bench", want_nodefault=("micro-bench",))
+    if not chosen:
+        return 0
+    failures, outputs = kut_suite(arch, None, inputs, tree, only="micro-bench", bench=True)
+    figures = kut.bench_figures(outputs.get("micro-bench", ([],))[0])
+    for name, total, avg in figures:
+        print(json.dumps({"bench": "kut_micro_bench", "arch": arch, "name": name, "unit": "ns",
+                          "avg": avg, "total": total,
+                          "what": "kvm-unit-tests micro-bench in L2 (lkvm in L1 under QEMU TCG)"}),
+              flush=True)
+    if not figures:
+        log(f"{kut.SUITE} {arch}: micro-bench printed no figures")
+    return len(failures) + (0 if figures else 1)
+
+
+def print_failures(failures):
+    """Failures again at the very end, each with its log's tail, then one
+    line each, so a log cut to its last lines still names them."""
+    for what, case_log in failures:
+        log(f"FAILED {what}")
+        if case_log:
+            print_tail(Path(case_log).read_text(errors="replace").splitlines())
+    for what, _ in failures:
+        log(f"failed: {what}")
+
+
 def l1_cpu_state(sock, keep, l1_text):
     """For a boot that timed out: where QEMU's CPUs (L1's) are, kept in
     full in `keep`, one entry per CPU for the error line."""
@@ -523,6 +630,8 @@ def cmd_test(args):
             boots += 1
             if rec["result"] != "pass":
                 failed.append((f"{what}: {rec.get('error')}", rec["console_log"]))
+    # kvm-unit-tests after the matrix: one L1 boot per L1 machine.
+    kut_failed = [] if args.no_kut else kut_all(arches, Inputs)
     # Repeated at the end so that a log cut to its tail still says what
     # broke: console tails first, then one line per problem, then the count.
     for what, console_log in retried:
@@ -536,9 +645,21 @@ def cmd_test(args):
         log(f"retried: {what}")
     for what, _ in failed:
         log(f"failed: {what}")
+    print_failures(kut_failed)
     log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed; "
-        f"{len(retried)} needed a second attempt")
-    return 1 if failed else 0
+        f"{len(retried)} needed a second attempt"
+        + ("" if args.no_kut else f"; {len(kut_failed)} {kut.SUITE} failures"))
+    return 1 if failed or kut_failed else 0
+
+
+def cmd_kut(args):
+    arches = args.arch or list(kut.ARCHES)
+    for arch in arches:
+        if arch not in kut.ARCHES:
+            raise LabError(f"{kut.SUITE} runs on {', '.join(kut.ARCHES)}, not {arch}")
+    failures = kut_all(arches, Inputs, l1=args.l1, only=args.only)
+    print_failures(failures)
+    return 1 if failures else 0
 
 
 def cmd_boot(args):
@@ -588,6 +709,8 @@ def cmd_bench(args):
                               "what": "dd of a 64 MiB virtio-blk disk in L2 (bs=1M), "
                                       "image in L1's tmpfs, default transport"}),
                   flush=True)
+        if arch in kut.ARCHES:
+            failed += kut_bench(arch, inputs)
     return 1 if failed else 0
 
 
@@ -641,6 +764,11 @@ def main():
     t.add_argument("--supported", action="store_true",
                    help="only the architectures lkvm supports today")
     t.add_argument("--timeout", type=int, default=300)
+    t.add_argument("--no-kut", action="store_true", help="leave out kvm-unit-tests")
+    k = sub.add_parser("kut", help="kvm-unit-tests inside L1")
+    k.add_argument("arch", nargs="*")
+    k.add_argument("--l1", default=None, help="only this L1 machine (default, aia)")
+    k.add_argument("--only", default=None, help="only cases whose name matches this regex")
     b = sub.add_parser("boot")
     b.add_argument("arch")
     b.add_argument("-c", "--cpus", type=int, default=1)
@@ -671,8 +799,8 @@ def main():
     f = sub.add_parser("fetch")
     f.add_argument("arch", nargs="*")
     args = ap.parse_args()
-    handler = {"test": cmd_test, "boot": cmd_boot, "bench": cmd_bench, "run": cmd_run,
-               "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
+    handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench,
+               "run": cmd_run, "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
     try:
         return handler(args)
     except LabError as e:
