@@ -140,8 +140,11 @@ if [ "$mode" = test ]; then
     ) &
     watchdog=$!
 fi
-echo "LKVM-START lkvm run --name lab-l2 -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
-/lkvm run --name lab-l2 -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
+echo "LKVM-START $(arg lkvm.vmm) lkvm run --name lab-l2 -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
+# lkvm.vmm=kvmtool: the reference VMM instead of lkvm (lab.py ab).
+vmm=/lkvm
+[ "$(arg lkvm.vmm)" = kvmtool ] && vmm=/kvmtool
+$vmm run --name lab-l2 -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
 rc=$?
 [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
 if [ -n "$virtio" ]; then

@@ -15,6 +15,7 @@ token, and lkvm exiting 0.
     lab.py run ARCH               interactive: a shell in L2 inside L1
     lab.py run-host               the default guest on this machine's /dev/kvm
     lab.py kut [ARCH ...]         kvm-unit-tests in L1; one JSON line per case
+    lab.py ab ARCH [--runs N]     the same boot with lkvm and kvmtool, alternately
     lab.py fetch [ARCH ...]       download and cache the pinned guest inputs
 
 Only the Python standard library is used. Downloads are cached in
@@ -152,9 +153,12 @@ def build_lkvm(arch):
     return ROOT / "target" / target / "release" / "lkvm"
 
 
-def l1_initramfs(arch, inputs):
+def l1_initramfs(arch, inputs, reference=False):
+    """L1's initramfs; with `reference`, kvmtool beside lkvm (`lab.py ab`)."""
     p = PINS[arch]
     c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
+    if reference:
+        c.file("kvmtool", refvmm.build(arch).read_bytes(), 0o755)
     # tun: lkvm's virtio-net creates a tap in L1.
     add_modules(c, inputs.kernel_root, p["modules"], optional=["tun"])
     c.file("l2/disk.img", disk_image().read_bytes())
@@ -176,7 +180,7 @@ def l1_initramfs(arch, inputs):
     c.file("hostprog", build_hostprog(arch).read_bytes(), 0o755)
     add_module_tree(c, inputs.kernel_root, NINEP_ROOT_MODULES)
     c.file("l2/params", (p["l2_params"] + "\n").encode())
-    out = CACHE / "work" / arch / "l1.cpio.gz"
+    out = CACHE / "work" / arch / ("l1-ab.cpio.gz" if reference else "l1.cpio.gz")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(c.finish(level=1))
     return out
@@ -211,7 +215,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
          kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
-         sandbox=False, compat_run=False):
+         sandbox=False, compat_run=False, vmm="lkvm"):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -231,11 +235,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.bench=1"
     if compat_run:
         append += f" lkvm.token3={tokens['sandbox-prog']}"
+    if vmm != "lkvm":
+        append += f" lkvm.vmm={vmm}"
     # L1 prints lkvm's vCPU state if L2 still runs this long after L1 boots.
     append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
-                    *kparams.split()])
+                    *kparams.split(), *([vmm] if vmm != "lkvm" else [])])
     tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     # QEMU logs an L1 triple fault here; with -no-reboot it would
     # otherwise just exit 0, as after an orderly power-off.
@@ -247,7 +253,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     mon_dir = tempfile.mkdtemp(prefix="lkvm-lab-")
     mon_sock = Path(mon_dir) / "monitor"
     cmd += monitor.qemu_args(mon_sock)
-    rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
+    rec = {"arch": arch, "vmm": vmm, "cpus": cpus, "extra": " ".join(extra),
+           "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     if virtio:
         rec["virtio"] = True
@@ -673,6 +680,48 @@ def cmd_boot(args):
     return 0 if rec["result"] == "pass" else 1
 
 
+def failure_kind(error):
+    """How an A/B boot failed, in a word, for the counts."""
+    e = error or ""
+    for word, pattern in (("triple-fault", "triple"), ("l1-panic", "Kernel panic"),
+                          ("timeout", "timeout"), ("qemu-exit", "QEMU exited")):
+        if pattern in e:
+            return word
+    return "other"
+
+
+def cmd_ab(args):
+    """The same boot, alternately with lkvm and with kvmtool (the reference
+    VMM) in the same L1, `runs` times each: one JSON line per boot, then
+    the counts. Settles whether a lab failure is lkvm's or the lab's."""
+    require_lkvm_support(args.arch)
+    inputs = Inputs(args.arch)
+    initrd = l1_initramfs(args.arch, inputs, reference=True)
+    extra = shlex.split(args.lkvm_args)
+    counts = {v: {"pass": 0, "fail": 0, "kinds": {}} for v in ("lkvm", "kvmtool")}
+    for i in range(args.runs):
+        order = ("lkvm", "kvmtool") if i % 2 == 0 else ("kvmtool", "lkvm")
+        for vmm in order:
+            rec = boot(args.arch, args.cpus, extra, timeout=args.timeout, inputs=inputs,
+                       initrd=initrd, kparams=args.kparams, vmm=vmm)
+            rec["run"] = i
+            c = counts[vmm]
+            if rec["result"] == "pass":
+                c["pass"] += 1
+            else:
+                c["fail"] += 1
+                kind = failure_kind(rec.get("error"))
+                c["kinds"][kind] = c["kinds"].get(kind, 0) + 1
+                kept = Path(rec["console_log"])
+                saved = kept.with_name(f"{kept.stem}-ab{i}-{vmm}.log")
+                shutil.copy(kept, saved)
+                rec["console_log"] = str(saved)
+            print(json.dumps(rec), flush=True)
+    print(json.dumps({"ab": args.arch, "cpus": args.cpus, "kparams": args.kparams,
+                      "runs_each": args.runs, **counts}), flush=True)
+    return 0
+
+
 def cmd_bench(args):
     failed = 0
     for arch in args.arch or [a for a in ALL_ARCHES if PINS[a]["lkvm"]]:
@@ -784,6 +833,13 @@ def main():
                    help="run `lkvm sandbox -- uname -m` in L1 instead of a boot")
     b.add_argument("--compat", action="store_true",
                    help="run kvmtool's workflows in L1 (compat.py) instead of a boot")
+    ab = sub.add_parser("ab", help="alternate boots with lkvm and kvmtool, count failures")
+    ab.add_argument("arch")
+    ab.add_argument("-c", "--cpus", type=int, default=2)
+    ab.add_argument("--runs", type=int, default=60, help="boots per VMM")
+    ab.add_argument("--timeout", type=int, default=300)
+    ab.add_argument("--kparams", default="", help="extra L2 kernel parameters")
+    ab.add_argument("--lkvm-args", default="", help="extra options for both VMMs")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
@@ -800,7 +856,8 @@ def main():
     f.add_argument("arch", nargs="*")
     args = ap.parse_args()
     handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench,
-               "run": cmd_run, "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
+               "ab": cmd_ab, "run": cmd_run, "run-host": cmd_run_host,
+               "fetch": cmd_fetch}[args.cmd]
     try:
         return handler(args)
     except LabError as e:
