@@ -525,6 +525,9 @@ pub struct RunArgs {
     /// Share the host's / with the default rootfs (mounted at /host) writable, not read-only
     #[arg(long)]
     pub hostfs_rw: bool,
+    /// System call filters per thread: on (a call outside a thread's list ends lkvm), log (the kernel logs it), off
+    #[arg(long, value_enum, default_value = "on", value_name = "MODE")]
+    pub seccomp: crate::seccomp::Mode,
     /// Set by `lkvm sandbox`: the guest runs in the default rootfs.
     #[arg(skip)]
     pub sandbox_mode: bool,

@@ -177,6 +177,7 @@ pub struct VmConfig {
     /// Architecture-specific options, already checked to exist on this host.
     pub arch: ArchArgs,
     pub virtio: crate::virtio::setup::VirtioConfig,
+    pub seccomp: crate::seccomp::Mode,
 }
 
 impl VmConfig {
@@ -246,6 +247,7 @@ impl VmConfig {
             debug_mmio: args.debug_mmio,
             arch: args.arch.clone(),
             virtio,
+            seccomp: args.seccomp,
         })
     }
 

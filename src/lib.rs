@@ -23,6 +23,7 @@ pub mod memory;
 pub mod modinit;
 pub mod msi;
 pub mod rootfs;
+pub mod seccomp;
 pub mod term;
 pub mod vcpu;
 pub mod vmm;

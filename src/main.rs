@@ -70,6 +70,7 @@ fn prepare(args: &RunArgs) -> Result<VmConfig, String> {
     if cfg.virtio.default_rootfs {
         rootfs::ensure_default().map_err(|e| one_line(&e))?;
     }
+    lkvm::seccomp::configure(cfg.seccomp).map_err(|e| one_line(&e))?;
     Ok(cfg)
 }
 

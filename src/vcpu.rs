@@ -87,6 +87,11 @@ fn run(mut vcpu: Vcpu, ctx: &VcpuContext) {
         return;
     }
     ctx.ctl.add_vcpu(id, VcpuKicker::current());
+    if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Vcpu) {
+        ctx.ctl
+            .request_exit(GuestExit::VmmError(format!("vCPU {id}: {e}")));
+        return;
+    }
     while !ctx.ctl.is_stopping() {
         for work in ctx.ctl.take_work(id) {
             work(&vcpu);

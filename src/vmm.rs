@@ -263,6 +263,10 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         signals.add(s);
     }
     signals.thread_block().map_err(Error::Control)?;
+    // Device threads start from here once the guest's drivers are ready,
+    // never from a vCPU thread (src/seccomp.rs); like every thread from
+    // now on, it inherits the blocked termination signals.
+    crate::virtio::worker::start_spawner().map_err(Error::Thread)?;
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(Error::Control)?;
 
@@ -290,6 +294,9 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         }
     };
 
+    if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Main) {
+        ctl.request_exit(GuestExit::VmmError(e.to_string()));
+    }
     event_loop(&ctl, console.as_ref(), &sigfd);
     phases.mark("running the guest");
     for t in threads {

@@ -327,3 +327,58 @@ fn hugetlbfs_backed_guest_ram_boots() {
         text(&misaligned.stderr).contains("is not a multiple of the 0x200000-byte huge page size")
     );
 }
+
+/// Every thread of a running guest is filtered (seccomp mode 2), and a
+/// device path that steps outside its thread's list ends lkvm with one line
+/// naming the thread and the call; with `--seccomp log` the call is allowed.
+#[test]
+fn seccomp_filters_every_thread_and_names_a_call_outside_its_list() {
+    if !kvm_available() {
+        return;
+    }
+    let mut vm = Interactive::spawn(&mut boot("counter", &["-c", "2"]));
+    vm.wait_for(b"counter", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let tasks = format!("/proc/{}/task", vm.pid());
+    let mut modes = Vec::new();
+    for t in std::fs::read_dir(&tasks).unwrap().flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string());
+        modes.push((comm.trim().to_string(), mode));
+    }
+    let names: Vec<&str> = modes.iter().map(|(c, _)| c.as_str()).collect();
+    for want in ["lkvm", "vcpu0", "vcpu1", "control", "spawner"] {
+        assert!(names.contains(&want), "{want} missing from {modes:?}");
+    }
+    assert!(
+        modes.iter().all(|(_, m)| m.as_deref() == Some("2")),
+        "{modes:?}"
+    );
+    drop(vm);
+
+    // A driver setting DRIVER_OK starts the device on the vCPU thread
+    // that wrote the status: the device's thread is created through an
+    // epoll instance made there. Take epoll_create1 from the vCPU list.
+    let started = run(&mut boot("virtio-activate", &["--rng"]));
+    assert_eq!(started.status.code(), Some(0), "{}", text(&started.stderr));
+    assert!(text(&started.stdout).contains("virtio device started"));
+    let deny = ("LKVM_SECCOMP_DENY", "vcpu:epoll_create1");
+    let out = run(boot("virtio-activate", &["--rng"]).env(deny.0, deny.1));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let line = format!(
+        "lkvm: error: seccomp: thread vcpu0 made system call {} (epoll_create1), which its allow-list does not have",
+        libc::SYS_epoll_create1
+    );
+    assert!(err.contains(&line), "{err}");
+    assert_eq!(err.matches("lkvm: error:").count(), 1, "{err}");
+    let logged = run(boot("virtio-activate", &["--rng", "--seccomp", "log"]).env(deny.0, deny.1));
+    assert_eq!(logged.status.code(), Some(0), "{}", text(&logged.stderr));
+    assert!(text(&logged.stdout).contains("virtio device started"));
+    let off = run(boot("virtio-activate", &["--rng", "--seccomp", "off"]).env(deny.0, deny.1));
+    assert_eq!(off.status.code(), Some(0));
+}

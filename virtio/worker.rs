@@ -22,6 +22,55 @@ pub enum Flow {
 /// The token the stop eventfd is registered with.
 const STOP: u64 = u64::MAX;
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Where device threads are started from, once [`start_spawner`] ran:
+/// a thread of its own, so that a worker started while a vCPU thread
+/// handles the driver's DRIVER_OK does not inherit that vCPU's seccomp
+/// filter (see src/seccomp.rs).
+static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+/// Starts the thread that starts device threads; it takes the spawner's
+/// seccomp list first.
+pub fn start_spawner() -> std::io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("spawner".into())
+        .spawn(move || {
+            if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Spawner) {
+                log::error!("spawner: {e}");
+                return;
+            }
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    let _ = SPAWNER.set(std::sync::Mutex::new(tx));
+    Ok(())
+}
+
+/// Starts thread `name` running `f`: through the spawner when there is
+/// one, else from the calling thread.
+fn spawn_thread<F>(name: &str, f: F) -> std::io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let builder = std::thread::Builder::new().name(name.to_string());
+    let Some(spawner) = SPAWNER.get() else {
+        return builder.spawn(f);
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = tx.send(builder.spawn(f));
+    });
+    lock(spawner)
+        .send(job)
+        .map_err(|_| std::io::Error::other("the device thread spawner is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the device thread spawner did not answer"))?
+}
+
 /// Collects the fds a worker will wait on, then starts it.
 pub struct WorkerBuilder {
     epoll: Epoll,
@@ -55,28 +104,32 @@ impl WorkerBuilder {
         let WorkerBuilder { epoll, stop } = self;
         let thread_name = name.to_string();
         let (done_tx, done) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                // Dropped however the thread ends: stop() hears of it.
-                let _done = done_tx;
-                let mut events = [EpollEvent::empty(); 16];
-                loop {
-                    let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
-                        Ok(n) => n,
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        Err(e) => {
-                            log::error!("{thread_name}: epoll: {e}");
-                            return;
-                        }
-                    };
-                    for ev in &events[..n] {
-                        if ev.data() == STOP || handle(ev.data()) == Flow::Stop {
-                            return;
-                        }
+        let thread = spawn_thread(name, move || {
+            // Dropped however the thread ends: stop() hears of it.
+            let _done = done_tx;
+            if let Some(kind) = crate::seccomp::Kind::of_worker(&thread_name) {
+                if let Err(e) = crate::seccomp::enter(kind) {
+                    log::error!("{thread_name}: {e}");
+                    return;
+                }
+            }
+            let mut events = [EpollEvent::empty(); 16];
+            loop {
+                let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        log::error!("{thread_name}: epoll: {e}");
+                        return;
+                    }
+                };
+                for ev in &events[..n] {
+                    if ev.data() == STOP || handle(ev.data()) == Flow::Stop {
+                        return;
                     }
                 }
-            })?;
+            }
+        })?;
         Ok(Worker {
             stop,
             thread: Some(thread),

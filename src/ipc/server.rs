@@ -134,6 +134,9 @@ impl ControlSocket {
     }
 
     fn run(self, ops: &dyn GuestOps, ctl: &VmControl) {
+        if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Control) {
+            ctl.request_exit(crate::control::GuestExit::VmmError(e.to_string()));
+        }
         while !ctl.is_stopping() {
             let mut fds = [
                 PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),

@@ -5,7 +5,8 @@ Measures, with the static release binary and the tiny PVH test guests:
   startup_to_exit   process start to reaped exit, 1 vCPU, 256 MiB (median of 20)
   peak_rss          the child's peak RSS over those runs
   pio_exits         port-write exits per second (guest loop of 100000 writes)
-Benchmarks report numbers; they never pass or fail.
+Each with lkvm's seccomp filters on (the default) and off (`"seccomp"` in
+every line). Benchmarks report numbers; they never pass or fail.
 """
 import json
 import os
@@ -37,10 +38,10 @@ def build():
         sys.exit("build the static release binary first (make build)")
 
 
-def runs(n, guest):
+def runs(n, guest, seccomp):
     out = subprocess.run(
-        [os.path.join(OUT, "runner"), str(n), LKVM, "run", "--nodefaults", "-k", os.path.join(OUT, guest + ".elf"),
-         "-m", "256", "-c", "1", "--loglevel", "error"],
+        [os.path.join(OUT, "runner"), str(n), LKVM, "run", "--nodefaults", "--seccomp", seccomp,
+         "-k", os.path.join(OUT, guest + ".elf"), "-m", "256", "-c", "1", "--loglevel", "error"],
         check=True, capture_output=True, text=True).stdout
     results = [json.loads(line) for line in out.splitlines()]
     bad = [r for r in results if r["status"] != 0]
@@ -58,17 +59,19 @@ def emit(name, unit, values, **extra):
 
 def main():
     build()
-    runs(3, "hello")  # warm caches
-    hello = runs(20, "hello")
-    ms = [r["ms"] for r in hello]
-    emit("startup_to_exit", "ms", ms, vcpus=1, mem_mib=256, target_max=25)
-    emit("peak_rss", "KiB", [r["maxrss_kib"] for r in hello], target_max=3072)
-    loop = [r["ms"] for r in runs(5, "loop")]
-    extra = statistics.median(loop) - statistics.median(ms)
-    rate = LOOP_WRITES / (extra / 1000.0)
-    print(json.dumps({"bench": "pio_exits", "unit": "exits/s", "median": round(rate),
-                      "loop_ms_median": round(statistics.median(loop), 3),
-                      "writes": LOOP_WRITES}), flush=True)
+    runs(3, "hello", "on")  # warm caches
+    for seccomp in ("on", "off"):
+        hello = runs(20, "hello", seccomp)
+        ms = [r["ms"] for r in hello]
+        emit("startup_to_exit", "ms", ms, vcpus=1, mem_mib=256, target_max=25, seccomp=seccomp)
+        emit("peak_rss", "KiB", [r["maxrss_kib"] for r in hello], target_max=3072,
+             seccomp=seccomp)
+        loop = [r["ms"] for r in runs(5, "loop", seccomp)]
+        extra = statistics.median(loop) - statistics.median(ms)
+        rate = LOOP_WRITES / (extra / 1000.0)
+        print(json.dumps({"bench": "pio_exits", "unit": "exits/s", "median": round(rate),
+                          "loop_ms_median": round(statistics.median(loop), 3),
+                          "writes": LOOP_WRITES, "seccomp": seccomp}), flush=True)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,49 @@ def disk_image():
     return out
 
 
+# What lkvm gives a distribution kernel for a 9p root (src/modinit.rs).
+NINEP_ROOT_MODULES = ["virtio_pci", "virtio_mmio", "9pnet_virtio", "9p"]
+
+
+def add_module_tree(c, root, wanted):
+    """The package's modules directory as a host has it, reduced to
+    `wanted` and what they depend on (files as shipped, compressed or not)
+    plus modules.builtin: what lkvm reads to boot the host's own kernel.
+    Returns the kernel release (the directory's name)."""
+    dirs = sorted([*root.glob("lib/modules/*"), *root.glob("usr/lib/modules/*")])
+    if len(dirs) != 1:
+        raise LabError(f"expected one modules directory in {root}, found {len(dirs)}")
+    moddir = dirs[0]
+    release = moddir.name
+    for _, path in module_order(root, wanted, skip_missing=True):
+        rel = path.relative_to(moddir)
+        c.file(f"lib/modules/{release}/{rel}", path.read_bytes())
+    builtin = moddir / "modules.builtin"
+    c.file(f"lib/modules/{release}/modules.builtin",
+           builtin.read_bytes() if builtin.exists() else b"")
+    return release
+
+
+def root_disk(arch, inputs):
+    """An ext4 image whose /sbin/init reports what the guest booted from:
+    for `lkvm run KERNEL -d root.img` with no root= of the user's."""
+    out = CACHE / "work" / arch / "root.img"
+    src = CACHE / "work" / arch / "root-src"
+    shutil.rmtree(src, ignore_errors=True)
+    for d in ("bin", "sbin", "proc", "dev", "sys", "tmp"):
+        (src / d).mkdir(parents=True)
+    shutil.copy(inputs.busybox, src / "bin" / "busybox")
+    (src / "bin" / "busybox").chmod(0o755)
+    init = (HERE / "rootdisk-init.sh").read_text().replace("@END@", PINS[arch]["l2_end"])
+    (src / "sbin" / "init").write_text(init)
+    (src / "sbin" / "init").chmod(0o755)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), str(out), "8M"],
+        stdout=subprocess.DEVNULL)
+    return out
+
+
 class DumpError(Exception):
     """The disk image L1 printed did not arrive intact."""
 

@@ -48,6 +48,59 @@ if [ "$mode" = sandbox ]; then
     echo "LKVM-EXIT rc=$rc"
     poweroff -f
 fi
+if [ "$mode" = kut ]; then
+    # kvm-unit-tests (tests/boot/kut.py): /kut/cases.sh calls run_case
+    # once per case. Each case's output sits between its own begin and
+    # end lines, the end line on a line of its own with lkvm's status;
+    # `timeout` bounds it as upstream's timeout_cmd does.
+    run_case() {
+        name=$1 secs=$2
+        shift 2
+        echo "LKVM-KUT-BEGIN $name"
+        timeout -k 1 "$secs" "$@" </dev/null
+        rc=$?
+        echo
+        echo "LKVM-KUT-END $name rc=$rc"
+    }
+    . /kut/cases.sh
+    echo "LKVM-KUT-DONE"
+    l1_kmsg
+    echo "LKVM-EXIT rc=0"
+    poweroff -f
+fi
+if [ "$mode" = compat ]; then
+    # kvmtool's workflows, unchanged (tests/boot/compat.py): each stage
+    # between its own begin and end lines, the end line with lkvm's status.
+    params="$(cat /l2/params)"
+    stage() { echo "LKVM-COMPAT-BEGIN $1"; }
+    done_() { rc=$?; echo; echo "LKVM-COMPAT-END $1 rc=$rc"; }
+    # The kernel as run's first argument; the first disk is the root
+    # (lkvm adds root=/dev/vda rw); the initrd only loads modules and
+    # mounts whatever root= says.
+    stage rootdisk
+    /lkvm run /l2/kernel -i /l2/initrd-rootdisk.cpio.gz -d /l2/root.img -c "$cpus" \
+        -m "$mem" -p "$params lkvm.token=$(arg lkvm.token)"
+    done_ rootdisk
+    # Neither disk nor initrd: the default rootfs with the host's / at
+    # /host; lkvm finds this kernel's modules under /lib/modules. The lab
+    # types a line into its shell.
+    stage defaultrootfs
+    /lkvm run -k /l2/kernel -c "$cpus" -m "$mem" -p "$params"
+    done_ defaultrootfs
+    # kvmtool's sandbox form: a host program from the working directory.
+    mkdir -p /work && cp /hostprog /work/prog && cd /work
+    stage sandbox-prog
+    /lkvm sandbox -k /l2/kernel -c "$cpus" -m "$mem" -p "$params" ./prog "$(arg lkvm.token3)" 7
+    done_ sandbox-prog
+    cd /
+    stage sandbox-dashes
+    /lkvm sandbox -k /l2/kernel -i /l2/initrd-sandbox.cpio.gz -c "$cpus" -m "$mem" \
+        -p "$params" -- sh -c 'uname -m; exit 3'
+    done_ sandbox-dashes
+    l1_kmsg
+    echo "LKVM-EXIT rc=0"
+    poweroff -f
+fi
 initrd=/l2/initrd-test.cpio.gz
 [ "$mode" = shell ] && initrd=/l2/initrd-shell.cpio.gz
 params="$(cat /l2/params) $(arg lkvm.kparams | tr ',' ' ') lkvm.token=$token"
@@ -87,8 +140,11 @@ if [ "$mode" = test ]; then
     ) &
     watchdog=$!
 fi
-echo "LKVM-START lkvm run --name lab-l2 -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
-/lkvm run --name lab-l2 -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
+echo "LKVM-START $(arg lkvm.vmm) lkvm run --name lab-l2 -k /l2/kernel -i $initrd -c $cpus -m $mem $extra -p \"$params\""
+# lkvm.vmm=kvmtool: the reference VMM instead of lkvm (lab.py ab).
+vmm=/lkvm
+[ "$(arg lkvm.vmm)" = kvmtool ] && vmm=/kvmtool
+$vmm run --name lab-l2 -k /l2/kernel -i "$initrd" -c "$cpus" -m "$mem" $extra -p "$params"
 rc=$?
 [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
 if [ -n "$virtio" ]; then

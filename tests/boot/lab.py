@@ -14,6 +14,8 @@ token, and lkvm exiting 0.
     lab.py bench [ARCH ...]       median L2 boot time of 5 boots per arch
     lab.py run ARCH               interactive: a shell in L2 inside L1
     lab.py run-host               the default guest on this machine's /dev/kvm
+    lab.py kut [ARCH ...]         kvm-unit-tests in L1; one JSON line per case
+    lab.py ab ARCH [--runs N]     the same boot with lkvm and kvmtool, alternately
     lab.py fetch [ARCH ...]       download and cache the pinned guest inputs
 
 Only the Python standard library is used. Downloads are cached in
@@ -36,10 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import compat
+import kut
 import monitor
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
-from inputs import (KNOWN_BIN, SHARE_TEXT, DumpError, Inputs, add_modules, base_initramfs,
-                    disk_image, l2_initramfs, read_back)
+from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
+                    add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
+                    read_back, root_disk)
 
 TAIL_LINES = 40
 # Architectures whose boots get one second attempt in `test`. x86_64's L1
@@ -63,7 +68,7 @@ class Case:
     text that must appear in L2's console output and text that must not."""
 
     def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False, irqs=None, sandbox=False):
+                 virtio=False, irqs=None, sandbox=False, compat=False):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
         # virtio: give L2 a disk, a 9p share and an rng and check them;
@@ -71,6 +76,8 @@ class Case:
         self.virtio, self.irqs = virtio, irqs
         # sandbox: L1 runs `lkvm sandbox -- sh -c 'uname -m; exit 3'`.
         self.sandbox = sandbox
+        # compat: kvmtool's workflows, one stage after another (compat.py).
+        self.compat = compat
 
 
 # lkvm's warning when an MSI-X vector falls back from its irqfd.
@@ -79,7 +86,7 @@ NO_IRQFD = "sending it instead"
 MATRIX = {
     # -c 2 boots come with virtio (blk, 9p, rng) checked from inside L2.
     "x86_64": [Case(1), Case(2, virtio=True, irqs="MSI", reject=NO_IRQFD),
-               Case(1, ["--console", "virtio"], virtio=True), Case(1, sandbox=True)],
+               Case(1, ["--console", "virtio"], virtio=True), Case(1, compat=True)],
     # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
     # and virtio-mmio with wired SPIs and the virtio console.
     "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
@@ -89,7 +96,7 @@ MATRIX = {
                 Case(2, ["--irqchip", "gicv2m"], l1="gicv2", virtio=True, irqs="MSI"),
                 Case(1, ["--virtio-transport", "mmio", "--console", "virtio"], virtio=True,
                      irqs="GICv3"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
     # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
     # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
     # console (DBCN), which lkvm serves; the boot console's own "enabled"
@@ -104,7 +111,7 @@ MATRIX = {
                      reject=NO_IRQFD),
                 Case(1, ["--irqchip", "plic", "--virtio-transport", "mmio"], virtio=True,
                      irqs="PLIC"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
     # pseries with nested HV (radix host; virtio behind the PHB on in-kernel
     # and userspace XICS), powernv9 (bare-metal radix host) and powernv9
     # booted disable_radix (hash host: the guest gets an HPT).
@@ -113,7 +120,7 @@ MATRIX = {
                 Case(1, l1="powernv9"), Case(2, l1="powernv9"),
                 Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
                 Case(2, l1="powernv9-hash"),
-                Case(1, sandbox=True)],
+                Case(1, compat=True)],
 }
 
 
@@ -129,6 +136,16 @@ def build_kvmcheck(arch):
     return out
 
 
+def build_hostprog(arch):
+    src = HERE / "hostprog.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = CACHE / "tools" / f"hostprog-{arch}-{digest}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
+    return out
+
+
 def build_lkvm(arch):
     target = PINS[arch]["rust_target"]
     env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
@@ -136,9 +153,12 @@ def build_lkvm(arch):
     return ROOT / "target" / target / "release" / "lkvm"
 
 
-def l1_initramfs(arch, inputs):
+def l1_initramfs(arch, inputs, reference=False):
+    """L1's initramfs; with `reference`, kvmtool beside lkvm (`lab.py ab`)."""
     p = PINS[arch]
     c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
+    if reference:
+        c.file("kvmtool", refvmm.build(arch).read_bytes(), 0o755)
     # tun: lkvm's virtio-net creates a tap in L1.
     add_modules(c, inputs.kernel_root, p["modules"], optional=["tun"])
     c.file("l2/disk.img", disk_image().read_bytes())
@@ -151,8 +171,16 @@ def l1_initramfs(arch, inputs):
     c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
     c.file("l2/initrd-sandbox.cpio.gz",
            l2_initramfs(arch, inputs, "sandbox-init.sh", modules=True))
+    # The compat stages: a root disk and the initrd that mounts it, a
+    # static program for L2 to run through /host, and the kernel's own
+    # modules where a host keeps them.
+    c.file("l2/root.img", root_disk(arch, inputs).read_bytes())
+    c.file("l2/initrd-rootdisk.cpio.gz",
+           l2_initramfs(arch, inputs, "rootdisk-initrd.sh", modules=True))
+    c.file("hostprog", build_hostprog(arch).read_bytes(), 0o755)
+    add_module_tree(c, inputs.kernel_root, NINEP_ROOT_MODULES)
     c.file("l2/params", (p["l2_params"] + "\n").encode())
-    out = CACHE / "work" / arch / "l1.cpio.gz"
+    out = CACHE / "work" / arch / ("l1-ab.cpio.gz" if reference else "l1.cpio.gz")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(c.finish(level=1))
     return out
@@ -187,14 +215,17 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
          kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
-         sandbox=False):
+         sandbox=False, compat_run=False, vmm="lkvm"):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
     initrd = initrd or l1_initramfs(arch, inputs)
     p = PINS[arch]
     token = secrets.token_hex(6)
-    mode = "sandbox" if sandbox else "test"
+    # compat: one token per stage that prints one (the second is typed).
+    tokens = {"rootdisk": token, "defaultrootfs": secrets.token_hex(6),
+              "sandbox-prog": secrets.token_hex(6)}
+    mode = "sandbox" if sandbox else "compat" if compat_run else "test"
     append = (f"console={p['l1_console']} panic=-1 lkvm.mode={mode} lkvm.cpus={cpus} "
               f"lkvm.mem={mem} lkvm.token={token} lkvm.extra={','.join(extra)} "
               f"lkvm.kparams={','.join(kparams.split())}")
@@ -202,11 +233,15 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.virtio=1"
     if bench:
         append += " lkvm.bench=1"
+    if compat_run:
+        append += f" lkvm.token3={tokens['sandbox-prog']}"
+    if vmm != "lkvm":
+        append += f" lkvm.vmm={vmm}"
     # L1 prints lkvm's vCPU state if L2 still runs this long after L1 boots.
     append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
-                    *kparams.split()])
+                    *kparams.split(), *([vmm] if vmm != "lkvm" else [])])
     tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     # QEMU logs an L1 triple fault here; with -no-reboot it would
     # otherwise just exit 0, as after an orderly power-off.
@@ -218,12 +253,16 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     mon_dir = tempfile.mkdtemp(prefix="lkvm-lab-")
     mon_sock = Path(mon_dir) / "monitor"
     cmd += monitor.qemu_args(mon_sock)
-    rec = {"arch": arch, "cpus": cpus, "extra": " ".join(extra), "l1": variant or "default",
+    rec = {"arch": arch, "vmm": vmm, "cpus": cpus, "extra": " ".join(extra),
+           "l1": variant or "default",
            "kparams": kparams, "mem_mib": mem, "kernel": inputs.kernel_version, "result": "fail"}
     if virtio:
         rec["virtio"] = True
     if sandbox:
         rec["sandbox"] = True
+    if compat_run:
+        rec["compat"] = True
+    typed_into_shell = False
     lines, marks = [], {}
     disk_dump, in_dump = [], False
     t0 = time.monotonic()
@@ -287,6 +326,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                                  ("no_kvm", "LKVM-L1-NOKVM")):
                     if pat in line and key not in marks:
                         marks[key] = t
+                if (compat_run and compat.SHELL_BANNER in line and not typed_into_shell):
+                    typed_into_shell = True
+                    try:
+                        proc.stdin.write(compat.typed_line(tokens["defaultrootfs"]).encode())
+                        proc.stdin.flush()
+                    except OSError as e:
+                        reason = reason or f"cannot type into L1's console: {e}"
                 if "LKVM-L2-ASK" in line and "ask" not in marks:
                     marks["ask"] = t
                     try:
@@ -334,7 +380,13 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         # Boot time without the wait for the typed reply.
         rec["lkvm_start_to_marker_s"] = round(marks["ask"] - marks["lkvm_start"], 3)
     problems = []
-    if sandbox:
+    if compat_run:
+        stages = compat.split([l.split("| ", 1)[-1] for l in lines])
+        rec["compat_stages"] = {k: v["rc"] for k, v in stages.items()}
+        problems = compat.problems(stages, p["uname"], tokens)
+        if "lkvm_exit" not in rec:
+            problems.insert(0, reason or "L1 never finished the compat stages")
+    elif sandbox:
         problems = sandbox_problems(rec, lines, p["uname"], reason)
     elif "marker" not in marks:
         problems.append(reason or "no L2 marker line")
@@ -367,6 +419,111 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     else:
         rec["result"] = "pass"
     return rec
+
+
+def kut_suite(arch, variant, inputs, tree, only=None, bench=False):
+    """The kvm-unit-tests cases of one L1 machine, all in one L1 boot (see
+    kut.py). Returns (failures as (what, log or None), the cases' outputs
+    by name)."""
+    l1 = variant or "default"
+    t0 = time.monotonic()
+    nodefault = ("micro-bench",) if bench else ()
+    chosen, skipped = kut.cases(arch, variant, tree, only=only, want_nodefault=nodefault)
+    if not chosen:
+        raise LabError(f"{kut.SUITE} {arch}: no case matches")
+    p = PINS[arch]
+    c = base_initramfs(inputs.busybox, (HERE / "l1-init.sh").read_text())
+    add_modules(c, inputs.kernel_root, p["modules"])
+    c.file("kvmcheck", build_kvmcheck(arch).read_bytes(), 0o755)
+    c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
+    for name, data in kut.l1_files(tree, arch, chosen, kut.uname_r(inputs.l1_kernel)).items():
+        c.file(name, data)
+    workdir = CACHE / "work" / arch
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = workdir / f"kut-{l1}.cpio.gz"
+    initrd.write_bytes(c.finish(level=1))
+    qemu_log = workdir / f"qemu-kut-{l1}.log"
+    qemu_log.unlink(missing_ok=True)
+    cmd = qemu_cmd(arch, inputs, initrd, f"console={p['l1_console']} panic=-1 lkvm.mode=kut",
+                   variant=variant) + ["-d", "cpu_reset", "-D", str(qemu_log)]
+    log(f"{kut.SUITE} {arch} (L1 {l1}): {len(chosen)} case(s) in one L1 boot")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        lines, reason = kut.watch(proc, chosen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    console_log = workdir / f"console-kut-{l1}.log"
+    console_log.write_text("".join(f"{t:8.3f} | {l}\n" for t, l in lines))
+    suite_error = None
+    if not any("LKVM-KUT-DONE" in l for _, l in lines):
+        suite_error = f"{reason or 'L1 never finished the case list'} (console: {console_log})"
+        print_tail([f"{t:8.3f} | {l}" for t, l in lines])
+    outputs = kut.case_outputs(lines)
+    failures = kut.report(arch, l1, chosen, outputs, skipped, suite_error,
+                          time.monotonic() - t0, workdir)
+    return failures, outputs
+
+
+def kut_all(arches, inputs_of, l1=None, only=None):
+    """Every L1 machine of every architecture kvm-unit-tests runs on.
+    Returns the failures; an absent tarball is one only with CI=true."""
+    tar = kut.tarball()
+    if tar is None:
+        if os.environ.get("CI") == "true":
+            return [(f"{kut.absent_message()}; CI=true requires it", None)]
+        log(f"{kut.absent_message()}; the suite is skipped")
+        return []
+    failures = []
+    for arch in [a for a in arches if a in kut.ARCHES]:
+        try:
+            require_lkvm_support(arch)
+            tree = kut.build(arch, tar)
+            inputs = inputs_of(arch)
+            for variant, _ in kut.MACHINES[arch]:
+                if l1 is None or (variant or "default") == l1:
+                    failures += kut_suite(arch, variant, inputs, tree, only=only)[0]
+        except LabError as e:
+            log(f"{kut.SUITE} {arch}: {e}")
+            failures.append((f"{kut.SUITE} {arch}: {e}", None))
+    return failures
+
+
+def kut_bench(arch, inputs):
+    """kvm-unit-tests' micro-bench (a nodefault case, so only here) on the
+    default L1 machine: one JSON line per figure. Returns the failures."""
+    tar = kut.tarball()
+    if tar is None:
+        ci = os.environ.get("CI") == "true"
+        log(f"{kut.absent_message()}; " + ("CI=true requires it" if ci else "micro-bench skipped"))
+        return 1 if ci else 0
+    tree = kut.build(arch, tar)
+    chosen, _ = kut.cases(arch, None, tree, only="micro-bench", want_nodefault=("micro-bench",))
+    if not chosen:
+        return 0
+    failures, outputs = kut_suite(arch, None, inputs, tree, only="micro-bench", bench=True)
+    figures = kut.bench_figures(outputs.get("micro-bench", ([],))[0])
+    for name, total, avg in figures:
+        print(json.dumps({"bench": "kut_micro_bench", "arch": arch, "name": name, "unit": "ns",
+                          "avg": avg, "total": total,
+                          "what": "kvm-unit-tests micro-bench in L2 (lkvm in L1 under QEMU TCG)"}),
+              flush=True)
+    if not figures:
+        log(f"{kut.SUITE} {arch}: micro-bench printed no figures")
+    return len(failures) + (0 if figures else 1)
+
+
+def print_failures(failures):
+    """Failures again at the very end, each with its log's tail, then one
+    line each, so a log cut to its last lines still names them."""
+    for what, case_log in failures:
+        log(f"FAILED {what}")
+        if case_log:
+            print_tail(Path(case_log).read_text(errors="replace").splitlines())
+    for what, _ in failures:
+        log(f"failed: {what}")
 
 
 def l1_cpu_state(sock, keep, l1_text):
@@ -461,11 +618,12 @@ def cmd_test(args):
                 return boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
                             initrd=initrd, variant=case.l1, kparams=case.kparams,
                             expect=case.expect, reject=case.reject, virtio=case.virtio,
-                            irqs=case.irqs, sandbox=case.sandbox)
+                            irqs=case.irqs, sandbox=case.sandbox, compat_run=case.compat)
             rec = attempt()
             what = " ".join([arch, f"-c {case.cpus}", *case.extra,
                              *(["virtio"] if case.virtio else []),
-                             *(["sandbox"] if case.sandbox else []), f"(L1 {rec['l1']})"])
+                             *(["sandbox"] if case.sandbox else []),
+                             *(["compat"] if case.compat else []), f"(L1 {rec['l1']})"])
             if rec["result"] != "pass" and arch in RETRY_ONCE:
                 first = Path(rec["console_log"])
                 kept = first.with_name(first.stem + "-attempt1.log")
@@ -479,6 +637,8 @@ def cmd_test(args):
             boots += 1
             if rec["result"] != "pass":
                 failed.append((f"{what}: {rec.get('error')}", rec["console_log"]))
+    # kvm-unit-tests after the matrix: one L1 boot per L1 machine.
+    kut_failed = [] if args.no_kut else kut_all(arches, Inputs)
     # Repeated at the end so that a log cut to its tail still says what
     # broke: console tails first, then one line per problem, then the count.
     for what, console_log in retried:
@@ -492,9 +652,21 @@ def cmd_test(args):
         log(f"retried: {what}")
     for what, _ in failed:
         log(f"failed: {what}")
+    print_failures(kut_failed)
     log(f"{boots - sum(1 for _, c in failed if c)} of {boots} boots passed; "
-        f"{len(retried)} needed a second attempt")
-    return 1 if failed else 0
+        f"{len(retried)} needed a second attempt"
+        + ("" if args.no_kut else f"; {len(kut_failed)} {kut.SUITE} failures"))
+    return 1 if failed or kut_failed else 0
+
+
+def cmd_kut(args):
+    arches = args.arch or list(kut.ARCHES)
+    for arch in arches:
+        if arch not in kut.ARCHES:
+            raise LabError(f"{kut.SUITE} runs on {', '.join(kut.ARCHES)}, not {arch}")
+    failures = kut_all(arches, Inputs, l1=args.l1, only=args.only)
+    print_failures(failures)
+    return 1 if failures else 0
 
 
 def cmd_boot(args):
@@ -503,9 +675,51 @@ def cmd_boot(args):
         raise LabError("lkvm options passed through the lab may not contain commas")
     rec = boot(args.arch, args.cpus, extra, mem=args.mem, timeout=args.timeout,
                variant=args.l1, kparams=args.kparams, expect=args.expect, virtio=args.virtio,
-               sandbox=args.sandbox)
+               sandbox=args.sandbox, compat_run=args.compat)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
+
+
+def failure_kind(error):
+    """How an A/B boot failed, in a word, for the counts."""
+    e = error or ""
+    for word, pattern in (("triple-fault", "triple"), ("l1-panic", "Kernel panic"),
+                          ("timeout", "timeout"), ("qemu-exit", "QEMU exited")):
+        if pattern in e:
+            return word
+    return "other"
+
+
+def cmd_ab(args):
+    """The same boot, alternately with lkvm and with kvmtool (the reference
+    VMM) in the same L1, `runs` times each: one JSON line per boot, then
+    the counts. Settles whether a lab failure is lkvm's or the lab's."""
+    require_lkvm_support(args.arch)
+    inputs = Inputs(args.arch)
+    initrd = l1_initramfs(args.arch, inputs, reference=True)
+    extra = shlex.split(args.lkvm_args)
+    counts = {v: {"pass": 0, "fail": 0, "kinds": {}} for v in ("lkvm", "kvmtool")}
+    for i in range(args.runs):
+        order = ("lkvm", "kvmtool") if i % 2 == 0 else ("kvmtool", "lkvm")
+        for vmm in order:
+            rec = boot(args.arch, args.cpus, extra, timeout=args.timeout, inputs=inputs,
+                       initrd=initrd, kparams=args.kparams, vmm=vmm)
+            rec["run"] = i
+            c = counts[vmm]
+            if rec["result"] == "pass":
+                c["pass"] += 1
+            else:
+                c["fail"] += 1
+                kind = failure_kind(rec.get("error"))
+                c["kinds"][kind] = c["kinds"].get(kind, 0) + 1
+                kept = Path(rec["console_log"])
+                saved = kept.with_name(f"{kept.stem}-ab{i}-{vmm}.log")
+                shutil.copy(kept, saved)
+                rec["console_log"] = str(saved)
+            print(json.dumps(rec), flush=True)
+    print(json.dumps({"ab": args.arch, "cpus": args.cpus, "kparams": args.kparams,
+                      "runs_each": args.runs, **counts}), flush=True)
+    return 0
 
 
 def cmd_bench(args):
@@ -544,6 +758,8 @@ def cmd_bench(args):
                               "what": "dd of a 64 MiB virtio-blk disk in L2 (bs=1M), "
                                       "image in L1's tmpfs, default transport"}),
                   flush=True)
+        if arch in kut.ARCHES:
+            failed += kut_bench(arch, inputs)
     return 1 if failed else 0
 
 
@@ -597,6 +813,11 @@ def main():
     t.add_argument("--supported", action="store_true",
                    help="only the architectures lkvm supports today")
     t.add_argument("--timeout", type=int, default=300)
+    t.add_argument("--no-kut", action="store_true", help="leave out kvm-unit-tests")
+    k = sub.add_parser("kut", help="kvm-unit-tests inside L1")
+    k.add_argument("arch", nargs="*")
+    k.add_argument("--l1", default=None, help="only this L1 machine (default, aia)")
+    k.add_argument("--only", default=None, help="only cases whose name matches this regex")
     b = sub.add_parser("boot")
     b.add_argument("arch")
     b.add_argument("-c", "--cpus", type=int, default=1)
@@ -610,6 +831,15 @@ def main():
                    help="give L2 a virtio disk, 9p share and rng, and check them")
     b.add_argument("--sandbox", action="store_true",
                    help="run `lkvm sandbox -- uname -m` in L1 instead of a boot")
+    b.add_argument("--compat", action="store_true",
+                   help="run kvmtool's workflows in L1 (compat.py) instead of a boot")
+    ab = sub.add_parser("ab", help="alternate boots with lkvm and kvmtool, count failures")
+    ab.add_argument("arch")
+    ab.add_argument("-c", "--cpus", type=int, default=2)
+    ab.add_argument("--runs", type=int, default=60, help="boots per VMM")
+    ab.add_argument("--timeout", type=int, default=300)
+    ab.add_argument("--kparams", default="", help="extra L2 kernel parameters")
+    ab.add_argument("--lkvm-args", default="", help="extra options for both VMMs")
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
@@ -625,8 +855,9 @@ def main():
     f = sub.add_parser("fetch")
     f.add_argument("arch", nargs="*")
     args = ap.parse_args()
-    handler = {"test": cmd_test, "boot": cmd_boot, "bench": cmd_bench, "run": cmd_run,
-               "run-host": cmd_run_host, "fetch": cmd_fetch}[args.cmd]
+    handler = {"test": cmd_test, "kut": cmd_kut, "boot": cmd_boot, "bench": cmd_bench,
+               "ab": cmd_ab, "run": cmd_run, "run-host": cmd_run_host,
+               "fetch": cmd_fetch}[args.cmd]
     try:
         return handler(args)
     except LabError as e:

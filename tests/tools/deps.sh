@@ -20,6 +20,8 @@ SRC
 fi
 
 host_pkgs=(device-tree-compiler cpio xz-utils zstd e2fsprogs binutils make busybox-static)
+# The cross compilers also build kvm-unit-tests for the boot lab
+# (tests/boot/kut.py); it needs nothing else but make.
 cross_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross
             gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
             gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
