@@ -40,6 +40,32 @@ fn string(s: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Whatever the request, the reply is one well-formed R-message for its
+/// tag that fits the room (or nothing, when not even an Rlerror fits).
+fn check_framing(reply: &[u8], tag: u16, room: usize) {
+    assert!(
+        reply.len() <= room,
+        "a reply of {} bytes in a room of {room}",
+        reply.len()
+    );
+    if reply.is_empty() {
+        assert!(
+            room < 11,
+            "an empty reply although an Rlerror fits in {room}"
+        );
+        return;
+    }
+    assert!(reply.len() >= 7, "a reply of {} bytes", reply.len());
+    let size = u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+    assert_eq!(size as usize, reply.len(), "the size field of a reply");
+    assert_eq!(
+        u16::from_le_bytes([reply[5], reply[6]]),
+        tag,
+        "the tag of a reply"
+    );
+    assert!(reply[4] % 2 == 1, "a reply of type {}", reply[4]);
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input::new(data);
     let Some(flags) = inp.u8() else { return };
@@ -67,10 +93,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let body = inp.up_to(usize::from(len));
         let reply = s.handle(&message(kind, tag, body), usize::from(room));
-        assert!(
-            reply.len() <= usize::from(room),
-            "reply larger than its room"
-        );
+        check_framing(&reply, tag, usize::from(room));
         sb.check_reply(&reply);
     }
     drop(s);

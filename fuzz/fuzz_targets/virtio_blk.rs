@@ -87,4 +87,10 @@ fuzz_target!(|data: &[u8]| {
             block.fuzz_kick(&mut queues[0], &drv.mem, drv.irq.as_ref());
         }
     }
+    // Nothing is written past the disk's last (whole) sector.
+    let len = std::fs::metadata(&disks.image).map_or(0, |m| m.len());
+    assert!(
+        len <= IMAGE_LEN.next_multiple_of(512),
+        "the image grew to {len} bytes"
+    );
 });
