@@ -436,16 +436,17 @@ def seeds_virtio_pci():
     msix = b"".join([bw(2, 0x4000, 0xFEE00000), bw(2, 0x4004, 0), bw(2, 0x4008, 0x41), bw(2, 0x400C, 0),
                      bw(3, 0x4010, 0xFEE00000), bw(2, 0x4018, 0x42), bw(2, 0x401C, 0), br(2, 0x4000), br(3, 0x4008),
                      br(0, 0x5000)])
-    # MSI-X capability: enable (bit 15 of message control at cap+2); the
-    # fuzzer finds the offset from the capability list it reads.
-    enable = b"".join(cw(1, off, 0x8000) for off in (0x72, 0x82, 0x92, 0x96))
+    # The capabilities: common 0x40, notify 0x50, ISR 0x64, device 0x74,
+    # PCI configuration access 0x84 (bar +4, offset +8, length +12, data
+    # +16), MSI-X 0x98 (message control +2: enable is bit 15).
+    enable = cw(1, 0x9A, 0x8000)
     return {
         "intx": u8(0) + dev_header(kind=2) + caps + up + bw(0, 0x3000, 0) + bw(1, 0x3004, 1) + raise_(0, 0) + br(0, 0x1000)
         + raise_(1, 0) + br(0, 0x1000) + raise_(2, 0) + br(0, 0x14) + br(3, 0x2000) + bw(1, 0x2002, 7),
         "msix": u8(3) + dev_header(kind=1) + caps + up + msix + enable + raise_(0, 0) + raise_(0, 1) + raise_(1, 0)
         + bw(2, 0x400C, 1) + raise_(0, 0) + br(0, 0x5000) + bw(2, 0x400C, 0) + bw(0, 0x14, 0),
-        "pci-cfg-window": u8(1) + dev_header(kind=9) + caps + cw(0, 0x74, 0) + cw(2, 0x78, 0x14) + cw(2, 0x7C, 1)
-        + cw(0, 0x80, 3) + cr(0, 0x80) + cw(2, 0x78, 0x2000) + cw(2, 0x7C, 4) + cr(2, 0x80),
+        "pci-cfg-window": u8(1) + dev_header(kind=9) + caps + cw(0, 0x88, 0) + cw(2, 0x8C, 0x14) + cw(2, 0x90, 1)
+        + cw(0, 0x94, 3) + cr(0, 0x94) + cw(2, 0x8C, 0x2000) + cw(2, 0x90, 4) + cr(2, 0x94) + cw(1, 0x9A, 0xC000),
         "bar-move": u8(7) + dev_header(kind=3) + cw(2, 0x10, 0xFFFFFFFF) + cr(2, 0x10) + cw(2, 0x10, 0x80000000)
         + cw(1, 4, 2) + cw(2, 0x10, 0x90000000) + cw(1, 4, 0),
     }
