@@ -37,6 +37,7 @@ deps:
 
 fmt-check:
 	$(CARGO) fmt --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 
 clippy:
 	@for t in $(CROSS_TARGETS); do \
