@@ -50,5 +50,5 @@ rustup component list --installed | grep -q '^rustfmt' || rustup component add r
 
 # Fuzzing (make fuzz, make fuzz-smoke): cargo-fuzz needs a nightly toolchain
 # (sanitizers) and is built from crates.io once (about 40 s on 2 cores).
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
 cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
