@@ -41,6 +41,7 @@ from pathlib import Path
 import compat
 import kut
 import monitor
+import refvmm
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
 from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
                     add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
