@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,7 +30,7 @@ use crate::control::{GuestExit, VmControl};
 use crate::fdt::DeviceNode;
 use crate::hw::pci::PciRoot;
 use crate::irq::IrqChip;
-use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::memory::{AlignedMapping, GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
 use crate::vcpu::ArchExits;
@@ -341,7 +341,7 @@ pub struct Ppc64 {
     mmu: Mmu,
     hv: bool,
     smmu: Option<KvmPpcSmmuInfo>,
-    kernel_xics: Option<OwnedFd>,
+    kernel_xics: Option<Device>,
     user_xics: Option<Arc<Xics>>,
     user_htab: Option<AlignedMapping>,
     pvr: u32,
@@ -490,7 +490,7 @@ impl Arch for Ppc64 {
             Some(x) => x.clone(),
             None => p.vm.clone(),
         };
-        let (vm, kernel_xics, user_xics) = (p.vm.clone(), &self.kernel_xics, &self.user_xics);
+        let (kernel_xics, user_xics) = (&self.kernel_xics, &self.user_xics);
         self.pci = devices::place_virtio(p, chip, |irq| -> Result<(), Error> {
             match (kernel_xics, user_xics) {
                 (Some(fd), _) => {
@@ -499,7 +499,12 @@ impl Arch for Ppc64 {
                     let source = KVM_XICS_LEVEL_SENSITIVE
                         | KVM_XICS_MASKED
                         | (0xff << KVM_XICS_PRIORITY_SHIFT);
-                    vm.set_device_attr(fd, KVM_DEV_XICS_GRP_SOURCES, u64::from(irq), source)?;
+                    fd.set_attr_u64(
+                        "KVM_SET_DEVICE_ATTR(XICS source)",
+                        KVM_DEV_XICS_GRP_SOURCES,
+                        u64::from(irq),
+                        source,
+                    )?;
                 }
                 (None, Some(x)) => x.set_level_sensitive(irq),
                 (None, None) => {}
@@ -552,18 +557,12 @@ impl Arch for Ppc64 {
             }
         }
         if let Some(xics) = &self.kernel_xics {
-            use std::os::fd::AsRawFd;
             vcpu.enable_cap(
                 KVM_CAP_IRQ_XICS,
-                [xics.as_raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
+                [xics.raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
             )?;
         } else {
-            let fd = vcpu
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))?;
-            self.vcpu_fds.push(fd);
+            self.vcpu_fds.push(vcpu.dup_fd()?);
         }
         Ok(())
     }

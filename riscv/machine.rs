@@ -3,18 +3,16 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
-    KVM_CREATE_DEVICE_TEST, KVM_DEV_RISCV_AIA_ADDR_APLIC, KVM_DEV_RISCV_AIA_CONFIG_HART_BITS,
-    KVM_DEV_RISCV_AIA_CONFIG_IDS, KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT,
-    KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL,
-    KVM_MP_STATE_STOPPED,
+    kvm_device_type_KVM_DEV_TYPE_RISCV_AIA, KVM_DEV_RISCV_AIA_ADDR_APLIC,
+    KVM_DEV_RISCV_AIA_CONFIG_HART_BITS, KVM_DEV_RISCV_AIA_CONFIG_IDS,
+    KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT, KVM_DEV_RISCV_AIA_GRP_ADDR,
+    KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL, KVM_MP_STATE_STOPPED,
 };
-use kvm_ioctls::DeviceFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::fdt::{self, CpuInfo, FdtInputs};
@@ -34,7 +32,7 @@ use crate::control::GuestExit;
 use crate::fdt::DeviceNode;
 use crate::hw::serial::{Serial8250, SerialConsole};
 use crate::irq::IrqChip;
-use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::loader::place;
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
@@ -93,10 +91,10 @@ pub enum Error {
     NoCpuInfo,
 }
 
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+fn kvm_err(op: &'static str) -> impl FnOnce(crate::kvm::Error) -> Error {
     move |e| Error::Kvm {
         op,
-        source: std::io::Error::from_raw_os_error(e.errno()),
+        source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
     }
 }
 
@@ -112,7 +110,7 @@ pub struct Riscv64 {
     ram_size: u64,
     requested: Option<IrqchipKind>,
     kind: IrqchipKind,
-    aia: Option<DeviceFd>,
+    aia: Option<Device>,
     plic: Option<Arc<Plic>>,
     disabled_exts: Vec<(String, u64)>,
     disabled_sbi: Vec<(String, u64)>,
@@ -216,31 +214,17 @@ impl HartLines for VcpuExtLines {
     }
 }
 
-fn set_attr(
-    fd: &DeviceFd,
-    op: &'static str,
-    group: u32,
-    attr: u64,
-    addr: u64,
-) -> Result<(), Error> {
-    fd.set_device_attr(&kvm_device_attr {
-        flags: 0,
-        group,
-        attr,
-        addr,
-    })
-    .map_err(kvm_err(op))
+fn set_attr(fd: &Device, op: &'static str, group: u32, attr: u64, addr: u64) -> Result<(), Error> {
+    fd.set_attr(op, group, attr, addr).map_err(kvm_err(op))
 }
 
 impl Riscv64 {
     fn get(vcpu: &Vcpu, id: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        vcpu.fd().get_one_reg(id, &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
+        vcpu.get_one_reg(id).ok()
     }
 
-    fn set(vcpu: &Vcpu, id: u64, value: u64) -> Result<(), kvm_ioctls::Error> {
-        vcpu.fd().set_one_reg(id, &value.to_le_bytes()).map(|_| ())
+    fn set(vcpu: &Vcpu, id: u64, value: u64) -> crate::kvm::Result<()> {
+        vcpu.set_one_reg(id, value)
     }
 
     fn read_cpu_info(vcpu: &Vcpu) -> Result<CpuInfo, Error> {
@@ -339,13 +323,7 @@ impl Riscv64 {
         };
         let mut fds = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
-            // SAFETY: the vCPU fd stays open for the borrow, which only
-            // lives long enough to duplicate it.
-            let fd = unsafe { BorrowedFd::borrow_raw(vcpu.fd().as_raw_fd()) };
-            fds.push(fd.try_clone_to_owned().map_err(|source| Error::Kvm {
-                op: "dup(vCPU fd)",
-                source,
-            })?);
+            fds.push(vcpu.dup_fd().map_err(kvm_err("dup(vCPU fd)"))?);
         }
         plic.attach(Arc::new(VcpuExtLines { fds }));
         Ok(())
@@ -417,29 +395,15 @@ impl Arch for Riscv64 {
 
     fn setup_vm(&mut self, _kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
         let try_aia = self.requested != Some(IrqchipKind::Plic);
-        let mut dev = kvm_create_device {
-            type_: kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
-            fd: 0,
-            flags: 0,
-        };
-        let aia = if try_aia {
-            let mut test = dev;
-            test.flags = KVM_CREATE_DEVICE_TEST;
-            match vm.fd().create_device(&mut test) {
-                Ok(fd) => {
-                    // A test creates nothing and leaves `fd` at 0, but
-                    // kvm-ioctls still wraps it: dropping that handle would
-                    // close lkvm's stdin.
-                    std::mem::forget(fd);
-                    Some(
-                        vm.fd()
-                            .create_device(&mut dev)
-                            .map_err(kvm_err("KVM_CREATE_DEVICE(AIA)"))?,
-                    )
-                }
-                Err(_) if self.requested == Some(IrqchipKind::Aia) => return Err(Error::NoAia),
-                Err(_) => None,
-            }
+        let aia = if !try_aia {
+            None
+        } else if vm.can_create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA) {
+            Some(
+                vm.create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA)
+                    .map_err(kvm_err("KVM_CREATE_DEVICE(AIA)"))?,
+            )
+        } else if self.requested == Some(IrqchipKind::Aia) {
+            return Err(Error::NoAia);
         } else {
             None
         };
@@ -494,14 +458,14 @@ impl Arch for Riscv64 {
                         "marchid" => "KVM_SET_ONE_REG(--custom-marchid)",
                         _ => "KVM_SET_ONE_REG(--custom-mimpid)",
                     },
-                    source: std::io::Error::from_raw_os_error(e.errno()),
+                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
                 })?;
             }
         }
         let disable = |what: &str, reg| match Self::set(vcpu, reg, 0) {
             Ok(()) => {}
             // ENOENT: KVM does not offer it here, so it is off already.
-            Err(e) if e.errno() == libc::ENOENT => {
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
                 log::info!(
                     "--disable-{what}: this host's KVM does not offer it; nothing to turn off"
                 )
@@ -606,11 +570,8 @@ impl Arch for Riscv64 {
     fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
         // With SBI HSM in the kernel, secondary harts start stopped and the
         // boot hart starts them itself.
-        let state = vcpu
-            .fd()
-            .get_mp_state()
-            .map_err(kvm_err("KVM_GET_MP_STATE"))?;
-        if state.mp_state == KVM_MP_STATE_STOPPED {
+        let state = vcpu.mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?;
+        if state == KVM_MP_STATE_STOPPED {
             return Ok(());
         }
         Self::set(vcpu, regs::CORE_PC, boot.entry).map_err(kvm_err("KVM_SET_ONE_REG(pc)"))?;
