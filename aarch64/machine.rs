@@ -26,10 +26,10 @@ use super::gic::{
 };
 use super::image::{self, Image, Placement};
 use super::layout::{LEGACY, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE};
+use super::options::AsyncPfMode;
 use super::regs;
 use crate::arch::{Arch, Platform};
 use crate::bus;
-use crate::cli::AsyncPfMode;
 use crate::config::VmConfig;
 use crate::fdt::DeviceNode;
 use crate::hw::serial::SerialConsole;
@@ -283,8 +283,8 @@ impl Arch for Aarch64 {
     type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let a = &cfg.arch;
-        let requested_gic = match a.irqchip.as_deref() {
+        let (a, dt) = (&cfg.arch.arm64, &cfg.arch.dt);
+        let requested_gic = match dt.irqchip.as_deref() {
             Some(s) => GicKind::parse_option(s)?,
             None => None,
         };
@@ -314,7 +314,7 @@ impl Arch for Aarch64 {
                 Some(seed) => Some(seed),
                 None => random_seed(),
             },
-            dump_dtb: a.dump_dtb.clone(),
+            dump_dtb: dt.dump_dtb.clone(),
             mpidrs: Vec::new(),
             pci: None,
         })

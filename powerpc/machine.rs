@@ -397,13 +397,13 @@ impl Arch for Ppc64 {
     type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let mmu_choice = match cfg.arch.mmu.as_deref() {
+        let mmu_choice = match cfg.arch.powerpc.mmu.as_deref() {
             None | Some("auto") => MmuChoice::Auto,
             Some("radix") => MmuChoice::Radix,
             Some("hash") => MmuChoice::Hash,
             Some(other) => return Err(Error::UnknownMmu(other.to_string())),
         };
-        let xics_choice = match cfg.arch.irqchip.as_deref() {
+        let xics_choice = match cfg.arch.dt.irqchip.as_deref() {
             None => XicsChoice::Auto,
             Some("xics-kernel") => XicsChoice::Kernel,
             Some("xics-user") => XicsChoice::User,
@@ -424,7 +424,7 @@ impl Arch for Ppc64 {
             model: None,
             firmware: None,
             vcpu_fds: Vec::new(),
-            dump_dtb: cfg.arch.dump_dtb.clone(),
+            dump_dtb: cfg.arch.dt.dump_dtb.clone(),
             pci: None,
         })
     }

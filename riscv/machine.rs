@@ -335,7 +335,7 @@ impl Arch for Riscv64 {
     type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let a = &cfg.arch;
+        let (a, dt) = (&cfg.arch.riscv, &cfg.arch.dt);
         let disabled_exts = a
             .disable_ext
             .iter()
@@ -357,7 +357,7 @@ impl Arch for Riscv64 {
         Ok(Riscv64 {
             cpus: cfg.cpus,
             ram_size: cfg.ram_size,
-            requested: a.irqchip.as_deref().map(str::parse).transpose()?,
+            requested: dt.irqchip.as_deref().map(str::parse).transpose()?,
             kind: IrqchipKind::Plic,
             aia: None,
             plic: None,
@@ -369,7 +369,7 @@ impl Arch for Riscv64 {
                 (regs::CONFIG_MIMPID, a.custom_mimpid, "mimpid"),
             ],
             cpu_info: None,
-            dump_dtb: a.dump_dtb.clone(),
+            dump_dtb: dt.dump_dtb.clone(),
             pci: None,
         })
     }

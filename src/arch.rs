@@ -120,6 +120,11 @@ pub struct ArchInfo {
     pub default_console: ConsoleKind,
     /// Where RAM starts and whether `-m SIZE@ADDR` may move it.
     pub ram: RamPlacement,
+    /// Whether guests boot with a device tree lkvm writes.
+    pub device_tree: bool,
+    /// Whether virtio devices may sit on virtio-mmio (a device-tree
+    /// platform) rather than PCI.
+    pub virtio_mmio: bool,
 }
 
 /// Where guest RAM starts.
@@ -141,6 +146,8 @@ pub const X86_64: ArchInfo = ArchInfo {
     cmdline_size: 2048,
     default_console: ConsoleKind::Serial,
     ram: RamPlacement::Fixed(0),
+    device_tree: false,
+    virtio_mmio: false,
 };
 
 pub const AARCH64: ArchInfo = ArchInfo {
@@ -157,6 +164,8 @@ pub const AARCH64: ArchInfo = ArchInfo {
         min: crate::aarch64::layout::RAM_BASE,
         align: 2 << 20,
     },
+    device_tree: true,
+    virtio_mmio: true,
 };
 
 pub const RISCV64: ArchInfo = ArchInfo {
@@ -168,6 +177,8 @@ pub const RISCV64: ArchInfo = ArchInfo {
     cmdline_size: 1024,
     default_console: ConsoleKind::Serial,
     ram: RamPlacement::Fixed(crate::riscv::layout::RAM_BASE),
+    device_tree: true,
+    virtio_mmio: true,
 };
 
 pub const POWERPC64: ArchInfo = ArchInfo {
@@ -179,7 +190,29 @@ pub const POWERPC64: ArchInfo = ArchInfo {
     cmdline_size: 2048,
     default_console: ConsoleKind::Hv,
     ram: RamPlacement::Fixed(0),
+    device_tree: true,
+    virtio_mmio: false,
 };
+
+/// One architecture's own `lkvm run` options, a `clap::Args` group that
+/// `run` flattens. Every group parses on every host; the ones that do not
+/// exist on the host are refused by name.
+pub trait ArchOptions: clap::Args {
+    /// Where the options exist, as the refusal says it.
+    const ON: &'static str;
+    fn exists_on(arch: &ArchInfo) -> bool;
+    /// The first option given, by name.
+    fn given(&self) -> Option<&'static str>;
+    /// The first kvmtool option given that lkvm does not implement yet.
+    fn not_supported_yet(&self) -> Option<&'static str> {
+        None
+    }
+    /// kvmtool's spelling of one of these options as lkvm's (`--disable-zbb`
+    /// as `--disable-ext zbb`); `None` for any other word.
+    fn respell(_arg: &str) -> Option<[std::ffi::OsString; 2]> {
+        None
+    }
+}
 
 /// Every architecture lkvm runs on.
 pub const ARCHES: [&ArchInfo; 4] = [&X86_64, &AARCH64, &RISCV64, &POWERPC64];
@@ -190,11 +223,11 @@ pub fn info(name: &str) -> Option<&'static ArchInfo> {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "x86_64")] {
+    if #[cfg(x86)] {
         pub const HOST: &ArchInfo = &X86_64;
-    } else if #[cfg(target_arch = "aarch64")] {
+    } else if #[cfg(arm64)] {
         pub const HOST: &ArchInfo = &AARCH64;
-    } else if #[cfg(target_arch = "riscv64")] {
+    } else if #[cfg(riscv)] {
         pub const HOST: &ArchInfo = &RISCV64;
     } else {
         pub const HOST: &ArchInfo = &POWERPC64;
@@ -202,98 +235,17 @@ cfg_if::cfg_if! {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "x86_64")] {
+    if #[cfg(x86)] {
         pub type HostArch = crate::x86::X86;
-    } else if #[cfg(target_arch = "aarch64")] {
+    } else if #[cfg(arm64)] {
         pub type HostArch = crate::aarch64::Aarch64;
-    } else if #[cfg(target_arch = "riscv64")] {
+    } else if #[cfg(riscv)] {
         pub type HostArch = crate::riscv::Riscv64;
-    } else if #[cfg(target_arch = "powerpc64")] {
+    } else if #[cfg(powerpc)] {
         pub type HostArch = crate::powerpc::Ppc64;
     } else {
         compile_error!("lkvm supports x86_64, aarch64, riscv64 and powerpc64 hosts");
     }
-}
-
-/// An architecture whose port has not landed yet: every hook fails with one
-/// clear error, so `lkvm run` says so instead of misbehaving.
-#[derive(Debug, thiserror::Error)]
-#[error("lkvm does not support {0} guests yet (not implemented for this architecture yet)")]
-pub struct NotImplemented(pub &'static str);
-
-/// Implements [`Arch`] for a unit struct with every hook refusing.
-#[macro_export]
-macro_rules! arch_not_implemented {
-    ($ty:ident, $name:literal) => {
-        #[derive(Debug)]
-        pub struct $ty;
-
-        impl $crate::arch::Arch for $ty {
-            type Error = $crate::arch::NotImplemented;
-            type Boot = ();
-
-            fn new(_cfg: &$crate::config::VmConfig) -> Result<Self, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn max_cpus(&self) -> u32 {
-                0
-            }
-            fn vm_type(&self, _kvm: &$crate::kvm::Kvm) -> Result<u64, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn ram_ranges(&self, _size: u64) -> Result<Vec<$crate::memory::RamRange>, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn wants_thp(&self) -> bool {
-                false
-            }
-            fn setup_vm(
-                &mut self,
-                _kvm: &$crate::kvm::Kvm,
-                _vm: &$crate::kvm::Vm,
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn setup_devices(
-                &mut self,
-                _p: &mut $crate::arch::Platform,
-            ) -> Result<std::sync::Arc<dyn $crate::term::ConsoleSink>, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn default_cmdline(&self) -> &'static str {
-                ""
-            }
-            fn init_vcpu(
-                &mut self,
-                _kvm: &$crate::kvm::Kvm,
-                _vm: &$crate::kvm::Vm,
-                _vcpu: &mut $crate::kvm::Vcpu,
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn load(
-                &mut self,
-                _mem: &$crate::memory::GuestMemory,
-                _cfg: &$crate::config::VmConfig,
-                _kernel: &[u8],
-                _initrd: Option<&[u8]>,
-                _cmdline: &str,
-                _fdt_nodes: &[$crate::fdt::DeviceNode],
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn boot_vcpu(
-                &self,
-                _vcpu: &mut $crate::kvm::Vcpu,
-                _boot: &(),
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn dump_vcpu(&self, _vcpu: &$crate::kvm::Vcpu) -> String {
-                String::new()
-            }
-        }
-    };
 }
 
 #[cfg(test)]

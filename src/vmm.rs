@@ -187,8 +187,6 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     phases.mark("creating vCPUs");
 
     log::debug!("kernel command line: {cmdline}");
-    // `Boot` is `()` for architectures whose port has not landed yet.
-    #[allow(clippy::let_unit_value)]
     let boot = arch
         .load(
             ram.memory(),

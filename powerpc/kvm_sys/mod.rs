@@ -8,7 +8,7 @@
 //! checked) on every host; the backend that issues the ioctls only on
 //! powerpc64.
 
-#[cfg(target_arch = "powerpc64")]
+#[cfg(powerpc)]
 pub mod backend;
 
 const IOC_NONE: u64 = 1;

@@ -15,9 +15,9 @@ use super::{
 
 const KVM_EXIT_IO_OUT: u8 = 1;
 const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 const KVM_EXIT_RISCV_SBI: u32 = 35;
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 const KVM_EXIT_RISCV_CSR: u32 = 36;
 
 fn errno(e: kvm_ioctls::Error) -> io::Error {
@@ -72,7 +72,7 @@ impl Kvm {
     }
 
     /// The CPUID leaves KVM can give guests (`KVM_GET_SUPPORTED_CPUID`).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86)]
     pub fn supported_cpuid(&self, max_entries: usize) -> Result<kvm_bindings::CpuId> {
         self.fd
             .get_supported_cpuid(max_entries)
@@ -320,7 +320,7 @@ impl Vm {
     }
 
     /// The vCPU target KVM prefers on this host (`KVM_ARM_PREFERRED_TARGET`).
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn preferred_target(&self) -> Result<kvm_bindings::kvm_vcpu_init> {
         let mut kvi = kvm_bindings::kvm_vcpu_init::default();
         self.fd
@@ -330,7 +330,7 @@ impl Vm {
     }
 
     /// The out-of-tree `KVM_ARM_ASYNC_PF_COMMAND` on the VM fd.
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn async_pf_command(
         &self,
         cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
@@ -339,7 +339,7 @@ impl Vm {
     }
 
     /// The in-kernel PIC and IOAPIC (`KVM_CREATE_IRQCHIP`).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86)]
     pub fn create_irqchip(&self) -> Result<()> {
         self.fd
             .create_irq_chip()
@@ -347,7 +347,7 @@ impl Vm {
     }
 
     /// The in-kernel PIT (`KVM_CREATE_PIT2`) with `flags`.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86)]
     pub fn create_pit2(&self, flags: u32) -> Result<()> {
         let pit = kvm_bindings::kvm_pit_config {
             flags,
@@ -359,7 +359,7 @@ impl Vm {
     }
 
     /// Where KVM puts the TSS real-mode emulation needs (`KVM_SET_TSS_ADDR`).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86)]
     pub fn set_tss_address(&self, addr: u64) -> Result<()> {
         let addr = usize::try_from(addr).map_err(|_| {
             Error::ioctl(
@@ -429,7 +429,7 @@ impl Vcpu {
         let run = self.fd.get_kvm_run();
         Ok(match decoded {
             Decoded::Ready(exit) => exit,
-            #[cfg(target_arch = "riscv64")]
+            #[cfg(riscv)]
             Decoded::Raw(KVM_EXIT_RISCV_SBI) => {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so the kernel
                 // filled the `riscv_sbi` member of the union.
@@ -441,7 +441,7 @@ impl Vcpu {
                     ret: &mut sbi.ret,
                 }
             }
-            #[cfg(target_arch = "riscv64")]
+            #[cfg(riscv)]
             Decoded::Raw(KVM_EXIT_RISCV_CSR) => {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_CSR, so the kernel
                 // filled the `riscv_csr` member of the union.
@@ -534,7 +534,7 @@ impl Vcpu {
 
     /// `KVM_SET_DEVICE_ATTR` on the vCPU (PMU, stolen time): as
     /// [`Device::set_attr`].
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn set_device_attr(
         &self,
         op: &'static str,
@@ -565,7 +565,7 @@ impl Vcpu {
     }
 
     /// The vCPU's multiprocessing state (`KVM_GET_MP_STATE`).
-    #[cfg(any(target_arch = "x86_64", target_arch = "riscv64"))]
+    #[cfg(any(x86, riscv))]
     pub fn mp_state(&self) -> Result<u32> {
         self.fd
             .get_mp_state()
@@ -574,7 +574,7 @@ impl Vcpu {
     }
 
     /// Initialises the vCPU with `features` (`KVM_ARM_VCPU_INIT`).
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn vcpu_init(&self, kvi: &kvm_bindings::kvm_vcpu_init) -> Result<()> {
         self.fd
             .vcpu_init(kvi)
@@ -582,7 +582,7 @@ impl Vcpu {
     }
 
     /// Freezes a configured feature (`KVM_ARM_VCPU_FINALIZE`).
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn vcpu_finalize(&self, feature: i32) -> Result<()> {
         self.fd
             .vcpu_finalize(&feature)
@@ -590,7 +590,7 @@ impl Vcpu {
     }
 
     /// The out-of-tree `KVM_ARM_ASYNC_PF_COMMAND` on this vCPU.
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(arm64)]
     pub fn async_pf_command(
         &self,
         cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
@@ -600,7 +600,7 @@ impl Vcpu {
 }
 
 /// x86's register files.
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86)]
 impl Vcpu {
     pub fn regs(&self) -> Result<kvm_bindings::kvm_regs> {
         self.fd
@@ -671,7 +671,7 @@ impl Drop for Vcpu {
 
 /// `KVM_ARM_ASYNC_PF_COMMAND` (Gavin Shan's series, not in Linux) on a VM
 /// or vCPU fd.
-#[cfg(target_arch = "aarch64")]
+#[cfg(arm64)]
 fn async_pf_ioctl<F: std::os::fd::AsRawFd>(
     fd: &F,
     cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
