@@ -281,6 +281,7 @@ impl Aarch64 {
 impl Arch for Aarch64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = crate::arch::NoExit;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         let (a, dt) = (&cfg.arch.arm64, &cfg.arch.dt);

@@ -23,7 +23,7 @@ use super::layout::{self, SECONDARY_ENTRY};
 use super::rtas::{self, RtasHost, XicsRtas, XICS_CALLS};
 use super::tce::TceTable;
 use super::xics::{ServerLines, Xics};
-use crate::arch::{Arch, Platform};
+use crate::arch::{Arch, ExitHandler, Platform};
 use crate::bus::lock;
 use crate::config::VmConfig;
 use crate::control::{GuestExit, VmControl};
@@ -33,7 +33,6 @@ use crate::irq::IrqChip;
 use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::memory::{AlignedMapping, GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
-use crate::vcpu::ArchExits;
 use crate::virtio::setup::PciHostInfo;
 
 /// 64-bit mode, machine checks enabled, hypervisor state off: how a pSeries
@@ -307,9 +306,11 @@ impl RtasHost for Firmware {
 
 struct PpcExits(Arc<Firmware>);
 
-impl ArchExits for PpcExits {
-    fn hcall(&self, vcpu: u32, nr: u64, args: &mut [u64; 9]) -> (u64, Option<GuestExit>) {
-        hcall::dispatch(vcpu, nr, args, self.0.as_ref(), &self.0.unknown)
+impl<'a> ExitHandler<hcall::Hcall<'a>> for PpcExits {
+    fn handle(&self, vcpu: u32, h: hcall::Hcall<'a>) -> Option<GuestExit> {
+        let (ret, end) = hcall::dispatch(vcpu, h.nr, h.args, self.0.as_ref(), &self.0.unknown);
+        *h.ret = ret;
+        end
     }
 }
 
@@ -395,6 +396,7 @@ impl Ppc64 {
 impl Arch for Ppc64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = hcall::Hcall<'a>;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         let mmu_choice = match cfg.arch.powerpc.mmu.as_deref() {

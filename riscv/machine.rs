@@ -2,7 +2,6 @@
 //! to KVM.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,6 +14,7 @@ use kvm_bindings::{
 };
 use vm_memory::{Bytes, GuestAddress};
 
+use super::exit::{Exits, UartSbiConsole};
 use super::fdt::{self, CpuInfo, FdtInputs};
 use super::image;
 use super::irqchip::{self, imsic_addr, index_bits, IrqchipKind, IMSIC_IDS};
@@ -24,19 +24,16 @@ use super::layout::{
 };
 use super::plic::{HartLines, Plic, PlicMmio};
 use super::regs;
-use super::sbi::{self, SbiCall, SbiConsole};
 use crate::arch::{Arch, Platform};
-use crate::bus::{self, lock};
+use crate::bus;
 use crate::config::VmConfig;
-use crate::control::GuestExit;
 use crate::fdt::DeviceNode;
-use crate::hw::serial::{Serial8250, SerialConsole};
+use crate::hw::serial::SerialConsole;
 use crate::irq::IrqChip;
 use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::loader::place;
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
-use crate::vcpu::ArchExits;
 
 /// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
 const KVM_INTERRUPT: u64 = 0x4004_ae86;
@@ -45,9 +42,6 @@ const KVM_INTERRUPT_SET: u32 = -1i32 as u32;
 const KVM_INTERRUPT_UNSET: u32 = -2i32 as u32;
 /// Most vCPUs KVM gives a RISC-V VM.
 const MAX_CPUS: u32 = 1024;
-/// The Zkr `seed` CSR; reads return entropy with status ES16.
-const CSR_SEED: u64 = 0x015;
-const SEED_OPST_ES16: u64 = 0b10 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -126,63 +120,6 @@ impl std::fmt::Debug for Riscv64 {
             .field("cpus", &self.cpus)
             .field("irqchip", &self.kind)
             .finish()
-    }
-}
-
-/// The SBI console: output to lkvm's stdout, input from the UART's queue
-/// (a guest uses one console or the other for input, not both).
-struct UartSbiConsole {
-    uart: Arc<Mutex<Serial8250>>,
-}
-
-impl SbiConsole for UartSbiConsole {
-    fn write(&self, bytes: &[u8]) {
-        use std::io::Write;
-        if let Err(e) = ConsoleOut.write_all(bytes) {
-            log::debug!("SBI console: {e}");
-        }
-    }
-    fn read_byte(&self) -> Option<u8> {
-        lock(&self.uart).read_input_byte()
-    }
-}
-
-struct RiscvExits {
-    console: UartSbiConsole,
-    mem: GuestMemory,
-}
-
-impl ArchExits for RiscvExits {
-    fn sbi(
-        &self,
-        _vcpu: u32,
-        ext: u64,
-        func: u64,
-        args: &[u64; 6],
-    ) -> ([u64; 2], Option<GuestExit>) {
-        let reply = sbi::handle(
-            &SbiCall {
-                ext,
-                func,
-                args: *args,
-            },
-            &self.console,
-            &self.mem,
-        );
-        (reply.ret, reply.end)
-    }
-
-    fn csr(&self, _vcpu: u32, csr: u64, _new_value: u64, _write_mask: u64) -> u64 {
-        if csr != CSR_SEED {
-            log::debug!("unhandled CSR {csr:#x} access; reads as 0");
-            return 0;
-        }
-        let mut buf = [0u8; 2];
-        let entropy = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut buf))
-            .map(|_| u64::from(u16::from_le_bytes(buf)))
-            .unwrap_or(0);
-        SEED_OPST_ES16 | entropy
     }
 }
 
@@ -333,6 +270,7 @@ impl Riscv64 {
 impl Arch for Riscv64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = super::exit::Exit<'a>;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         let (a, dt) = (&cfg.arch.riscv, &cfg.arch.dt);
@@ -435,12 +373,10 @@ impl Arch for Riscv64 {
         };
         let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
         p.fdt_nodes.extend(LEGACY.nodes());
-        p.exits = Arc::new(RiscvExits {
-            console: UartSbiConsole {
-                uart: serial.clone(),
-            },
-            mem: p.mem.clone(),
-        });
+        p.exits = Arc::new(Exits::new(
+            Box::new(UartSbiConsole(serial.clone())),
+            p.mem.clone(),
+        ));
         self.pci = super::devices::place_virtio(p, self.kind, chip)?;
         Ok(Arc::new(SerialConsole(serial)))
     }

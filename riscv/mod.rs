@@ -5,6 +5,7 @@
 //! Everything but `machine` is plain data and is tested on any host.
 
 pub mod devices;
+pub mod exit;
 pub mod fdt;
 pub mod image;
 pub mod irqchip;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::cli::ConsoleKind;
 use crate::config::VmConfig;
+use crate::control::GuestExit;
 use crate::control::VmControl;
 use crate::fdt::DeviceNode;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::ConsoleSink;
-use crate::vcpu::{ArchExits, NoArchExits};
 
 /// What the shared core hands an architecture to attach its devices to.
 pub struct Platform {
@@ -24,8 +24,9 @@ pub struct Platform {
     pub mem: GuestMemory,
     /// Devices as the device tree describes them (FDT architectures).
     pub fdt_nodes: Vec<DeviceNode>,
-    /// Exits only this architecture has (RISC-V SBI, PowerPC hcalls).
-    pub exits: Arc<dyn ArchExits>,
+    /// Answers the exits only this architecture has (RISC-V SBI, PowerPC
+    /// hcalls).
+    pub exits: Arc<HostExits>,
     /// The virtio devices to place, and on which transport.
     pub virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
     pub transport: crate::virtio::setup::Transport,
@@ -40,7 +41,7 @@ impl Platform {
             vm,
             mem,
             fdt_nodes: Vec::new(),
-            exits: Arc::new(NoArchExits),
+            exits: Arc::new(NoExits),
             virtio: Vec::new(),
             transport: Default::default(),
         }
@@ -51,6 +52,9 @@ impl Platform {
 /// hooks in the order they are declared.
 pub trait Arch: Sized + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
+    /// The exits only this architecture has, as the hypervisor backend
+    /// decodes them into `VcpuExit::Arch`; [`NoExit`] where there are none.
+    type Exit<'a>;
     /// What `load` found out and `setup_vcpu` needs (entry point, ...).
     type Boot;
 
@@ -97,6 +101,49 @@ pub trait Arch: Sized + Send + Sync + 'static {
         Err("NMI injection is only available on x86_64".into())
     }
 }
+
+/// Answers an architecture's own exits (`VcpuExit::Arch`) on the vCPU's
+/// thread; `Some` ends the VM.
+pub trait ExitHandler<X>: Send + Sync {
+    fn handle(&self, vcpu: u32, exit: X) -> Option<GuestExit>;
+}
+
+/// The exit type of architectures that have no exits of their own.
+#[derive(Debug)]
+pub enum NoExit {}
+
+/// The handler of architectures that have no exits of their own: any exit
+/// that reaches it is logged and left unanswered.
+pub struct NoExits;
+
+impl<X: std::fmt::Debug> ExitHandler<X> for NoExits {
+    fn handle(&self, vcpu: u32, exit: X) -> Option<GuestExit> {
+        log::debug!("vCPU {vcpu}: no handler for {exit:?}");
+        None
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(riscv)] {
+        /// The host architecture's own exits, as `VcpuExit::Arch` carries
+        /// them. Named directly rather than as `HostArch`'s projection, so
+        /// that `VcpuExit` stays covariant in its lifetime.
+        pub type HostExit<'a> = crate::riscv::exit::Exit<'a>;
+    } else if #[cfg(powerpc)] {
+        pub type HostExit<'a> = crate::powerpc::hcall::Hcall<'a>;
+    } else {
+        pub type HostExit<'a> = NoExit;
+    }
+}
+
+/// `HostExit` is the host architecture's `Arch::Exit`.
+#[allow(dead_code)]
+fn host_exit_is_the_host_archs(exit: HostExit<'_>) -> <HostArch as Arch>::Exit<'_> {
+    exit
+}
+
+/// What answers them.
+pub type HostExits = dyn for<'a> ExitHandler<HostExit<'a>>;
 
 /// What the shared core knows about an architecture before any VM exists:
 /// what the command line, the kernel search and the kernel command line

@@ -245,7 +245,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         debug_ioport: cfg.debug_ioport,
         debug_mmio: cfg.debug_mmio,
         dump: Arc::new(move |v| dump_arch.dump_vcpu(v)),
-        arch: platform.exits.clone(),
+        exits: platform.exits.clone(),
     };
 
     // Termination signals are taken through a signalfd by the main loop;

@@ -253,6 +253,7 @@ impl X86 {
 impl Arch for X86 {
     type Error = Error;
     type Boot = BootPlan;
+    type Exit<'a> = crate::arch::NoExit;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         Ok(X86 {

@@ -446,17 +446,20 @@ impl Vcpu {
             }
             KVM_EXIT_PAPR_HCALL => {
                 let h = self.exit_member::<KvmRunPaprHcall>();
-                VcpuExit::Hcall {
+                VcpuExit::Arch(crate::powerpc::hcall::Hcall {
                     nr: h.nr,
                     args: &mut h.args,
                     ret: &mut h.ret,
-                }
+                })
             }
             KVM_EXIT_INTR => VcpuExit::Interrupted,
             KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
             KVM_EXIT_FAIL_ENTRY => {
-                let reason = *self.exit_member::<u64>();
-                VcpuExit::FailEntry { reason, cpu: 0 }
+                let f = *self.exit_member::<KvmRunFailEntry>();
+                VcpuExit::FailEntry {
+                    reason: f.hardware_entry_failure_reason,
+                    cpu: f.cpu,
+                }
             }
             KVM_EXIT_INTERNAL_ERROR => VcpuExit::InternalError {
                 suberror: *self.exit_member::<u32>(),

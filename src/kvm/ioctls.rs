@@ -434,24 +434,24 @@ impl Vcpu {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so the kernel
                 // filled the `riscv_sbi` member of the union.
                 let sbi = unsafe { &mut run.__bindgen_anon_1.riscv_sbi };
-                VcpuExit::Sbi {
+                VcpuExit::Arch(crate::riscv::exit::Exit::Sbi {
                     ext: sbi.extension_id,
                     func: sbi.function_id,
                     args: sbi.args,
                     ret: &mut sbi.ret,
-                }
+                })
             }
             #[cfg(riscv)]
             Decoded::Raw(KVM_EXIT_RISCV_CSR) => {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_CSR, so the kernel
                 // filled the `riscv_csr` member of the union.
                 let csr = unsafe { &mut run.__bindgen_anon_1.riscv_csr };
-                VcpuExit::Csr {
+                VcpuExit::Arch(crate::riscv::exit::Exit::Csr {
                     csr: csr.csr_num,
                     new_value: csr.new_value,
                     write_mask: csr.write_mask,
                     ret: &mut csr.ret_value,
-                }
+                })
             }
             Decoded::Raw(n) => VcpuExit::Other(n),
             Decoded::Internal => {
