@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use lkvm::irq::{IrqChip, MsiSink};
-use lkvm::kvm::{IoAddr, MsiMessage};
+use lkvm::kvm::{GsiRoute, IoAddr, MsiMessage};
 use lkvm::msi::testing::FakeTable;
 use lkvm::msi::MsiRouter;
 use lkvm::virtio::device::{read_config_bytes, IoEvents};
@@ -55,11 +55,12 @@ pub struct Sink(pub Option<Arc<MsiRouter>>);
 impl Sink {
     pub fn new(with_router: bool, with_devid: bool) -> Sink {
         Sink(with_router.then(|| {
-            MsiRouter::new(
-                Arc::new(FakeTable::default()),
-                lkvm::msi::x86_default_routes(),
-                with_devid,
-            )
+            // The routes KVM keeps by default (whatever they are) come
+            // before the MSI routes in every table the router sets.
+            let defaults = (0..24)
+                .map(|pin| (pin, GsiRoute::Irqchip { chip: 2, pin }))
+                .collect();
+            MsiRouter::new(Arc::new(FakeTable::default()), defaults, with_devid)
         }))
     }
 }

@@ -41,6 +41,7 @@ from pathlib import Path
 import compat
 import kut
 import monitor
+import refvmm
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
 from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
                     add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
@@ -68,7 +69,7 @@ class Case:
     text that must appear in L2's console output and text that must not."""
 
     def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False, irqs=None, sandbox=False, compat=False):
+                 virtio=False, irqs=None, sandbox=False, compat=False, mem=256):
         self.cpus, self.extra, self.l1 = cpus, list(extra), l1
         self.kparams, self.expect, self.reject = kparams, expect, reject
         # virtio: give L2 a disk, a 9p share and an rng and check them;
@@ -78,6 +79,8 @@ class Case:
         self.sandbox = sandbox
         # compat: kvmtool's workflows, one stage after another (compat.py).
         self.compat = compat
+        # mem: lkvm's -m (arm64 may place RAM: "256@4G").
+        self.mem = mem
 
 
 # lkvm's warning when an MSI-X vector falls back from its irqfd.
@@ -89,7 +92,8 @@ MATRIX = {
                Case(1, ["--console", "virtio"], virtio=True), Case(1, compat=True)],
     # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
     # and virtio-mmio with wired SPIs and the virtio console.
-    "aarch64": [Case(1, ["--irqchip", "gicv3"]), Case(2, ["--irqchip", "gicv3"]),
+    # RAM above 4 GiB (-m SIZE@ADDR) in the first case.
+    "aarch64": [Case(1, ["--irqchip", "gicv3"], mem="256@4G"), Case(2, ["--irqchip", "gicv3"]),
                 Case(1, ["--irqchip", "gicv3-its"]),
                 Case(2, ["--irqchip", "gicv3-its", "--pmu"], virtio=True, irqs="ITS-MSI",
                      reject=NO_IRQFD),
@@ -241,7 +245,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     append += f" lkvm.dump_after={timeout * 2 // 3}"
     cmd = qemu_cmd(arch, inputs, initrd, append, variant=variant)
     tag = "-".join([f"c{cpus}", *([variant] if variant else []), *[e.strip("-") for e in extra],
-                    *kparams.split(), *([vmm] if vmm != "lkvm" else [])])
+                    *kparams.split(), *([vmm] if vmm != "lkvm" else []),
+                    *([f"m{mem}"] if str(mem) != "256" else [])])
     tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     # QEMU logs an L1 triple fault here; with -no-reboot it would
     # otherwise just exit 0, as after an orderly power-off.
@@ -615,12 +620,13 @@ def cmd_test(args):
             continue
         for case in MATRIX[arch]:
             def attempt():
-                return boot(arch, case.cpus, case.extra, timeout=args.timeout, inputs=inputs,
-                            initrd=initrd, variant=case.l1, kparams=case.kparams,
+                return boot(arch, case.cpus, case.extra, mem=case.mem, timeout=args.timeout,
+                            inputs=inputs, initrd=initrd, variant=case.l1, kparams=case.kparams,
                             expect=case.expect, reject=case.reject, virtio=case.virtio,
                             irqs=case.irqs, sandbox=case.sandbox, compat_run=case.compat)
             rec = attempt()
             what = " ".join([arch, f"-c {case.cpus}", *case.extra,
+                             *([f"-m {case.mem}"] if case.mem != 256 else []),
                              *(["virtio"] if case.virtio else []),
                              *(["sandbox"] if case.sandbox else []),
                              *(["compat"] if case.compat else []), f"(L1 {rec['l1']})"])
@@ -821,7 +827,7 @@ def main():
     b = sub.add_parser("boot")
     b.add_argument("arch")
     b.add_argument("-c", "--cpus", type=int, default=1)
-    b.add_argument("-m", "--mem", type=int, default=256)
+    b.add_argument("-m", "--mem", default="256", help="lkvm's -m (SIZE or, on arm64, SIZE@ADDR)")
     b.add_argument("--timeout", type=int, default=300)
     b.add_argument("--lkvm-args", default="", help="extra lkvm options, e.g. '--irqchip gicv3'")
     b.add_argument("--l1", default=None, help="L1 machine variant from pins.toml")
