@@ -239,6 +239,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         memory_map,
         balloon: virtio.balloon.clone(),
         console: console.clone(),
+        nets: virtio.nets.clone(),
     };
     let ctx = VcpuContext {
         pio: Arc::new(platform.pio),

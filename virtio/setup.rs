@@ -88,6 +88,21 @@ pub struct VirtioConfig {
     pub console: bool,
 }
 
+/// The cards `-n` asks for; with no `-n` at all, kvmtool's user-mode card
+/// unless `--nodefaults`. Each card's default MAC counts up from
+/// 02:15:15:15:15:15 (`mode=none` takes no number).
+fn net_specs(args: &[String], nodefaults: bool) -> Result<Vec<NetSpec>, ConfigError> {
+    if args.is_empty() && !nodefaults {
+        return Ok(vec![NetSpec::User(super::net::spec::UserSpec::new(0))]);
+    }
+    let mut specs = Vec::new();
+    for a in args {
+        let cards = specs.iter().filter(|s| **s != NetSpec::None).count();
+        specs.push(NetSpec::parse(a, cards).map_err(|e| ConfigError::Network(e.to_string()))?);
+    }
+    Ok(specs)
+}
+
 impl VirtioConfig {
     pub fn from_args(
         args: &RunArgs,
@@ -139,12 +154,7 @@ impl VirtioConfig {
                 .iter()
                 .map(|s| ShareSpec::parse(s).map_err(|e| ConfigError::Share(e.to_string())))
                 .collect::<Result<_, _>>()?,
-            nets: args
-                .network
-                .iter()
-                .enumerate()
-                .map(|(i, n)| NetSpec::parse(n, i).map_err(|e| ConfigError::Network(e.to_string())))
-                .collect::<Result<_, _>>()?,
+            nets: net_specs(&args.network, args.nodefaults)?,
             balloon: args.balloon,
             console: console == ConsoleKind::Virtio,
         })
@@ -187,6 +197,8 @@ pub struct Devices {
     pub devices: Vec<Box<dyn VirtioDevice>>,
     pub console: Option<ConsoleInput>,
     pub balloon: Option<BalloonControl>,
+    /// The network cards, for `lkvm stat`.
+    pub nets: Vec<super::net::NetCard>,
 }
 
 /// Builds (and opens the files and taps of) the configured devices.
@@ -225,8 +237,10 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
     for spec in &cfg.shares {
         devices.push(Box::new(Virtio9p::new(spec)?));
     }
+    let mut nets = Vec::new();
     for spec in &cfg.nets {
         if let Some(net) = Net::new(spec)? {
+            nets.push(net.card());
             devices.push(Box::new(net));
         }
     }
@@ -243,6 +257,7 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
         devices,
         console,
         balloon,
+        nets,
     })
 }
 
@@ -442,6 +457,36 @@ impl PciHostBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_card_unless_told_otherwise() {
+        use super::super::net::spec::{default_mac, UserSpec};
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            net_specs(&[], false).unwrap(),
+            vec![NetSpec::User(UserSpec::new(0))]
+        );
+        assert_eq!(net_specs(&[], true).unwrap(), vec![]);
+        assert_eq!(
+            net_specs(&args(&["mode=none"]), false).unwrap(),
+            vec![NetSpec::None]
+        );
+        // -n given: only what it says, with or without --nodefaults; the
+        // second card gets the next MAC, mode=none takes no number.
+        let got = net_specs(&args(&["none", "", "mode=tap,tapif=t0"]), true).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                NetSpec::None,
+                NetSpec::User(UserSpec::new(0)),
+                NetSpec::Tap {
+                    ifname: Some("t0".into()),
+                    mac: default_mac(1)
+                }
+            ]
+        );
+        assert!(net_specs(&args(&["mode=bridge"]), false).is_err());
+    }
 
     #[test]
     fn transports_parse_per_architecture() {
