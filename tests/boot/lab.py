@@ -61,6 +61,11 @@ RETRY_ONCE = {"x86_64"}
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
 VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+) net=(\S+)")
+USERNET_LINE = re.compile(
+    r"LKVM-L2-USERNET dhcp=(\S+) http=(\S+) udp=(\S+) dns=(\S+) fwd=(\S+)")
+NETBENCH_LINE = re.compile(r"LKVM-L2-NETBENCH via=(\w+) bytes=(\d+) seconds=([0-9.]+)")
+# What L2's user-mode card must get from lkvm's DHCP server.
+USERNET_GUEST_IP = "192.168.33.15"
 
 
 class Case:
@@ -150,6 +155,16 @@ def build_hostprog(arch):
     return out
 
 
+def build_netprobe(arch):
+    src = HERE / "netprobe.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = CACHE / "tools" / f"netprobe-{arch}-{digest}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
+    return out
+
+
 def build_lkvm(arch):
     target = PINS[arch]["rust_target"]
     env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
@@ -171,7 +186,14 @@ def l1_initramfs(arch, inputs, reference=False):
     c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
     c.file("l2/kernel", inputs.l2_kernel.read_bytes())
     c.file("l2/initrd-test.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh"))
-    c.file("l2/initrd-virtio.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh", modules=True))
+    # The network probe (UDP, DNS, timed TCP) for L1 and the virtio L2;
+    # known.bin for L1's HTTP server.
+    netprobe = build_netprobe(arch).read_bytes()
+    c.file("netprobe", netprobe, 0o755)
+    c.file("www/known.bin", KNOWN_BIN)
+    c.file("l2/initrd-virtio.cpio.gz",
+           l2_initramfs(arch, inputs, "l2-init.sh", modules=True,
+                        files=[("netprobe", netprobe, 0o755)]))
     c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
     c.file("l2/initrd-sandbox.cpio.gz",
            l2_initramfs(arch, inputs, "sandbox-init.sh", modules=True))
@@ -313,6 +335,18 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                 if m:
                     rec.update(l2_rng=m.group(1), l2_blk=m.group(2), l2_9p=m.group(3),
                                l2_net=m.group(4))
+                m = USERNET_LINE.search(line)
+                if m:
+                    rec.update(zip(("l2_user_dhcp", "l2_user_http", "l2_user_udp",
+                                    "l2_user_dns", "l2_user_fwd"), m.groups()))
+                m = NETBENCH_LINE.search(line)
+                if m:
+                    rec.setdefault("netbench", []).append(
+                        {"via": m.group(1), "bytes": int(m.group(2)),
+                         "seconds": float(m.group(3))})
+                m = re.search(r"LKVM-L1-HOSTFWD (\S*)", line)
+                if m:
+                    rec["l1_hostfwd"] = m.group(1)
                 m = re.search(r"LKVM-L2-BLKREAD bytes=(\d+) seconds=([0-9.]+)", line)
                 if m:
                     rec.update(blk_read_bytes=int(m.group(1)), blk_read_s=float(m.group(2)))
@@ -589,6 +623,7 @@ def virtio_problems(rec, token, disk_dump):
         problems.append(f"L2 read {rec['l2_9p']!r} from the 9p share, expected {SHARE_TEXT!r}")
     if rec["l2_net"] != "ok":
         problems.append(f"L2 could not ping L1 through virtio-net on a tap ({rec['l2_net']})")
+    problems += usernet_problems(rec, token)
     if rec.get("l1_9p") != token:
         problems.append(f"L1 found {rec.get('l1_9p')!r} in the file L2 wrote through 9p")
     try:
@@ -600,6 +635,30 @@ def virtio_problems(rec, token, disk_dump):
     if rec["blk_written"] != token:
         problems.append(f"the disk image holds {rec['blk_written']!r} in written.txt, "
                         "expected the token")
+    return problems
+
+
+def usernet_problems(rec, token):
+    """User-mode networking from inside L2: its DHCP address, the sha256 of
+    a file fetched over HTTP from L1's loopback through the gateway, a UDP
+    exchange and a DNS answer through the gateway, and the token L1 read
+    from L2's server through hostfwd."""
+    if "l2_user_dhcp" not in rec:
+        return ["L2 printed no LKVM-L2-USERNET line"]
+    problems = []
+    if rec["l2_user_dhcp"] != USERNET_GUEST_IP:
+        problems.append(f"L2's user-mode card got {rec['l2_user_dhcp']} by DHCP, "
+                        f"expected {USERNET_GUEST_IP}")
+    if rec["l2_user_http"] != hashlib.sha256(KNOWN_BIN).hexdigest():
+        problems.append(f"L2's sha256 of known.bin over HTTP through 192.168.33.1 is "
+                        f"{rec['l2_user_http']}")
+    for key, what in (("l2_user_udp", "a UDP exchange with L1"),
+                      ("l2_user_dns", "a DNS query through the gateway"),
+                      ("l2_user_fwd", "L1 reading L2's token through hostfwd")):
+        if rec[key] != "ok":
+            problems.append(f"user-mode networking: {what}: {rec[key]}")
+    if rec.get("l1_hostfwd") != token:
+        problems.append(f"L1 read {rec.get('l1_hostfwd')!r} through hostfwd, expected the token")
     return problems
 
 
