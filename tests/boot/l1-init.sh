@@ -125,6 +125,7 @@ tap_address() {
 # 80), which L2 learns back over UDP. No tap, no root networking: only lo.
 user_servers() {
     ip link set lo up
+    mkdir -p /etc
     echo "nameserver 127.0.0.1" > /etc/resolv.conf
     httpd -p 127.0.0.1:8080 -h /www
     /netprobe serve-udp 7777 &

@@ -241,7 +241,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
          kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
-         sandbox=False, compat_run=False, vmm="lkvm"):
+         sandbox=False, compat_run=False, vmm="lkvm", netbench=False):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -259,6 +259,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.virtio=1"
     if bench:
         append += " lkvm.bench=1"
+    if netbench:
+        append += " lkvm.netbench=1"
     if compat_run:
         append += f" lkvm.token3={tokens['sandbox-prog']}"
     if vmm != "lkvm":
@@ -787,12 +789,39 @@ def cmd_ab(args):
     return 0
 
 
+def net_bench(arch, inputs, initrd, timeout):
+    """TCP throughput from L2 to L1 over user-mode networking and over a
+    tap, in the same boot (3 rounds of 8 MiB each, alternating): one JSON
+    line with the median MB/s of each and their ratio. Returns failures."""
+    rec = boot(arch, 1, [], timeout=timeout, inputs=inputs, initrd=initrd, netbench=True)
+    runs = rec.get("netbench", [])
+    rates = {via: [r["bytes"] / r["seconds"] / 1e6 for r in runs
+                   if r["via"] == via and r["seconds"] > 0 and r["bytes"] == 8 << 20]
+             for via in ("user", "tap")}
+    if rec["result"] != "pass" or not rates["user"] or not rates["tap"]:
+        log(f"{arch}: net_tcp_guest_to_host: {rec.get('error') or 'no complete rounds'}")
+        return 1
+    user, tap = statistics.median(rates["user"]), statistics.median(rates["tap"])
+    print(json.dumps({"bench": "net_tcp_guest_to_host", "arch": arch, "unit": "MB/s",
+                      "user": round(user, 2), "tap": round(tap, 2),
+                      "ratio_user_to_tap": round(user / tap, 3),
+                      "runs": {k: [round(x, 2) for x in v] for k, v in rates.items()},
+                      "what": "8 MiB over TCP from L2 to a sink in L1, timed by L2's clock: "
+                              "-n mode=user to 192.168.33.1 (L1's loopback) and "
+                              "-n mode=tap to L1's tap address, same boot"}),
+          flush=True)
+    return 0
+
+
 def cmd_bench(args):
     failed = 0
     for arch in args.arch or [a for a in ALL_ARCHES if PINS[a]["lkvm"]]:
         require_lkvm_support(arch)
         inputs = Inputs(arch)
         initrd = l1_initramfs(arch, inputs)
+        if args.net_only:
+            failed += net_bench(arch, inputs, initrd, args.timeout)
+            continue
         times = []
         for _ in range(5):
             rec = boot(arch, 1, [], timeout=args.timeout, inputs=inputs, initrd=initrd)
@@ -823,6 +852,7 @@ def cmd_bench(args):
                               "what": "dd of a 64 MiB virtio-blk disk in L2 (bs=1M), "
                                       "image in L1's tmpfs, default transport"}),
                   flush=True)
+        failed += net_bench(arch, inputs, initrd, args.timeout)
         if arch in kut.ARCHES:
             failed += kut_bench(arch, inputs)
     return 1 if failed else 0
@@ -908,6 +938,8 @@ def main():
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
+    be.add_argument("--net-only", action="store_true",
+                    help="only the network throughput (user-mode vs tap)")
     r = sub.add_parser("run")
     r.add_argument("arch")
     r.add_argument("-c", "--cpus", type=int, default=2)
