@@ -252,3 +252,29 @@ fn debug_one(args: &DebugArgs, name: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_stats_fields_group_by_card() {
+        let mut a = Answer::ok()
+            .with("net0.mode", "user")
+            .with("net0.frames_from_guest", 3)
+            .with("net1.mode", "tap")
+            .with("net3.mode", "gap")
+            .with("stray", 1);
+        a = a.with("net1.frames_to_guest", 9);
+        let cards = net_cards(&a);
+        assert_eq!(cards.len(), 2);
+        assert_eq!(
+            cards[0],
+            vec![
+                ("mode".to_string(), "user".to_string()),
+                ("frames_from_guest".to_string(), "3".to_string())
+            ]
+        );
+        assert_eq!(cards[1][1], ("frames_to_guest".into(), "9".into()));
+    }
+}
