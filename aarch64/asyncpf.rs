@@ -12,7 +12,7 @@
 
 use std::io;
 
-use crate::cli::AsyncPfMode;
+use super::options::AsyncPfMode;
 
 pub const KVM_CAP_ASYNC_PF_INT: u32 = 183;
 /// `_IOWR(KVMIO, 0xcf, struct kvm_arm_async_pf_cmd)` (16 bytes).

@@ -7,20 +7,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
-    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
-    kvm_vcpu_init, KVM_ARM_VCPU_PMU_V3, KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_INIT,
-    KVM_ARM_VCPU_PMU_V3_IRQ, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
-    KVM_ARM_VCPU_PTRAUTH_ADDRESS, KVM_ARM_VCPU_PTRAUTH_GENERIC, KVM_ARM_VCPU_PVTIME_CTRL,
-    KVM_ARM_VCPU_PVTIME_IPA, KVM_ARM_VCPU_SVE, KVM_CREATE_DEVICE_TEST, KVM_DEV_ARM_VGIC_CTRL_INIT,
-    KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
-    KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V2_ADDR_TYPE_CPU, KVM_VGIC_V2_ADDR_TYPE_DIST,
-    KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, KVM_ARM_VCPU_PMU_V3, KVM_ARM_VCPU_PMU_V3_CTRL,
+    KVM_ARM_VCPU_PMU_V3_INIT, KVM_ARM_VCPU_PMU_V3_IRQ, KVM_ARM_VCPU_POWER_OFF,
+    KVM_ARM_VCPU_PSCI_0_2, KVM_ARM_VCPU_PTRAUTH_ADDRESS, KVM_ARM_VCPU_PTRAUTH_GENERIC,
+    KVM_ARM_VCPU_PVTIME_CTRL, KVM_ARM_VCPU_PVTIME_IPA, KVM_ARM_VCPU_SVE,
+    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
+    KVM_DEV_ARM_VGIC_GRP_NR_IRQS, KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V2_ADDR_TYPE_CPU,
+    KVM_VGIC_V2_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
-use kvm_ioctls::DeviceFd;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::asyncpf::{self, AsyncPfCmd, AsyncPfHost, KVM_ARM_ASYNC_PF_COMMAND};
+use super::asyncpf::{self, AsyncPfCmd, AsyncPfHost};
 use super::devices;
 use super::fdt::{self, FdtInputs, PMU_PPI};
 use super::gic::{
@@ -28,15 +26,15 @@ use super::gic::{
 };
 use super::image::{self, Image, Placement};
 use super::layout::{LEGACY, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE};
+use super::options::AsyncPfMode;
 use super::regs;
 use crate::arch::{Arch, Platform};
 use crate::bus;
-use crate::cli::AsyncPfMode;
 use crate::config::VmConfig;
 use crate::fdt::DeviceNode;
 use crate::hw::serial::SerialConsole;
 use crate::irq::IrqChip;
-use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
 use crate::virtio::setup::PciHostInfo;
@@ -56,12 +54,8 @@ const MAX_CPUS: u32 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} failed: {source}")]
-    Kvm {
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kvm(#[from] crate::kvm::Error),
     #[error(transparent)]
     Gic(#[from] gic::Error),
     #[error(transparent)]
@@ -102,13 +96,6 @@ pub enum Error {
     MissingMpidr(u32),
 }
 
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
-    move |e| Error::Kvm {
-        op,
-        source: std::io::Error::from_raw_os_error(e.errno()),
-    }
-}
-
 /// What the boot vCPU starts with.
 #[derive(Clone, Copy, Debug)]
 pub struct Boot {
@@ -122,8 +109,8 @@ pub struct Aarch64 {
     ram_size: u64,
     requested_gic: Option<GicKind>,
     gic: Option<GicLayout>,
-    gic_fd: Option<DeviceFd>,
-    its_fd: Option<DeviceFd>,
+    gic_fd: Option<Device>,
+    its_fd: Option<Device>,
     pmu: bool,
     sve: bool,
     sve_max_vl: Option<u32>,
@@ -167,33 +154,18 @@ struct KvmAsyncPf<'a> {
     vcpus: &'a [Vcpu],
 }
 
-fn async_pf_ioctl<F: std::os::fd::AsRawFd>(fd: &F, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
-    // SAFETY: KVM_ARM_ASYNC_PF_COMMAND reads and writes exactly one 16-byte
-    // `struct kvm_arm_async_pf_cmd`, which `cmd` is (size asserted at compile
-    // time) and which lives across the call. It is only issued once the VM
-    // reported KVM_CAP_ASYNC_PF_INT; elsewhere the kernel answers ENOTTY.
-    let rc =
-        unsafe { vmm_sys_util::ioctl::ioctl_with_mut_ref(fd, KVM_ARM_ASYNC_PF_COMMAND as _, cmd) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 impl AsyncPfHost for KvmAsyncPf<'_> {
     fn check_vm_extension(&self, cap: u32) -> i32 {
         self.vm.check_extension(cap)
     }
     fn vm_command(&self, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
-        async_pf_ioctl(self.vm.fd(), cmd)
+        self.vm.async_pf_command(cmd)
     }
     fn vcpu_command(&self, vcpu: u32, cmd: &mut AsyncPfCmd) -> std::io::Result<()> {
-        let fd = self
-            .vcpus
+        self.vcpus
             .get(vcpu as usize)
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        async_pf_ioctl(fd.fd(), cmd)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?
+            .async_pf_command(cmd)
     }
 }
 
@@ -208,39 +180,6 @@ fn random_seed() -> Option<u64> {
     }
 }
 
-fn set_attr(
-    fd: &DeviceFd,
-    op: &'static str,
-    group: u32,
-    attr: u64,
-    addr: u64,
-) -> Result<(), Error> {
-    let a = kvm_device_attr {
-        flags: 0,
-        group,
-        attr,
-        addr,
-    };
-    fd.set_device_attr(&a).map_err(kvm_err(op))
-}
-
-/// Creates a KVM device, or with `test` only asks whether KVM could.
-fn create_device(vm: &Vm, kind: u32, test: bool) -> Result<Option<DeviceFd>, kvm_ioctls::Error> {
-    let mut dev = kvm_create_device {
-        type_: kind,
-        fd: 0,
-        flags: if test { KVM_CREATE_DEVICE_TEST } else { 0 },
-    };
-    let fd = vm.fd().create_device(&mut dev)?;
-    if test {
-        // A test creates nothing and leaves `fd` at 0, but kvm-ioctls still
-        // wraps it: dropping that handle would close lkvm's stdin.
-        std::mem::forget(fd);
-        return Ok(None);
-    }
-    Ok(Some(fd))
-}
-
 impl Aarch64 {
     fn create_gic(&mut self, vm: &Vm) -> Result<(), Error> {
         let kind = match self.requested_gic {
@@ -252,7 +191,7 @@ impl Aarch64 {
                         GicKind::V3Its => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
                         GicKind::V2 | GicKind::V2m => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
                     };
-                    create_device(vm, t, true).is_ok()
+                    vm.can_create_device(t)
                 };
                 // Nothing creatable: asking for a GICv2 gives the error.
                 let k = GicKind::auto(can).unwrap_or(GicKind::V2);
@@ -261,22 +200,15 @@ impl Aarch64 {
             }
         };
         let layout = GicLayout::new(kind, self.cpus)?;
-        let (dev_type, op) = if kind.is_v3() {
-            (
-                kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
-                "KVM_CREATE_DEVICE(vGICv3)",
-            )
+        let dev_type = if kind.is_v3() {
+            kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3
         } else {
-            (
-                kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
-                "KVM_CREATE_DEVICE(vGICv2)",
-            )
+            kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2
         };
-        let fd = match create_device(vm, dev_type, false) {
-            Ok(Some(fd)) => fd,
-            Err(e) if e.errno() == libc::ENODEV => return Err(Error::NoSuchGic(kind)),
-            Err(e) => return Err(kvm_err(op)(e)),
-            Ok(None) => return Err(Error::NoSuchGic(kind)),
+        let fd = match vm.create_device(dev_type) {
+            Ok(fd) => fd,
+            Err(e) if e.errno() == Some(libc::ENODEV) => return Err(Error::NoSuchGic(kind)),
+            Err(e) => return Err(e.into()),
         };
         let dist = layout.dist.0;
         let frames: Vec<(u32, u64)> = if kind.is_v3() {
@@ -294,24 +226,20 @@ impl Aarch64 {
             ]
         };
         for (attr, addr) in frames {
-            set_attr(
-                &fd,
+            fd.set_attr_u64(
                 "KVM_SET_DEVICE_ATTR(vGIC address)",
                 KVM_DEV_ARM_VGIC_GRP_ADDR,
                 attr.into(),
-                &addr as *const u64 as u64,
+                addr,
             )?;
         }
         if let Some((its_base, _)) = layout.its {
-            let its = create_device(vm, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, false)
-                .map_err(kvm_err("KVM_CREATE_DEVICE(ITS)"))?
-                .ok_or(Error::Gic(gic::Error::Unknown(kind.to_string())))?;
-            set_attr(
-                &its,
+            let its = vm.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS)?;
+            its.set_attr_u64(
                 "KVM_SET_DEVICE_ATTR(ITS address)",
                 KVM_DEV_ARM_VGIC_GRP_ADDR,
                 KVM_VGIC_ITS_ADDR_TYPE.into(),
-                &its_base as *const u64 as u64,
+                its_base,
             )?;
             self.its_fd = Some(its);
         }
@@ -326,31 +254,22 @@ impl Aarch64 {
             return Ok(());
         };
         let mut vls = [0u8; 64];
-        vcpu.fd()
-            .get_one_reg(KVM_REG_ARM64_SVE_VLS, &mut vls)
-            .map_err(kvm_err("KVM_GET_ONE_REG(SVE_VLS)"))?;
+        vcpu.get_one_reg_bytes(KVM_REG_ARM64_SVE_VLS, &mut vls)?;
         // Bit n-1 set: a vector length of n x 128 bits is offered.
         let max_quads = (max_vl / 128) as usize;
         for bit in max_quads..512 {
             vls[bit / 8] &= !(1 << (bit % 8));
         }
-        vcpu.fd()
-            .set_one_reg(KVM_REG_ARM64_SVE_VLS, &vls)
-            .map_err(kvm_err("KVM_SET_ONE_REG(SVE_VLS)"))?;
+        vcpu.set_one_reg_bytes(KVM_REG_ARM64_SVE_VLS, &vls)?;
         Ok(())
     }
 
     fn read_reg(vcpu: &Vcpu, id: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        vcpu.fd().get_one_reg(id, &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
+        vcpu.get_one_reg(id).ok()
     }
 
-    fn set_reg(vcpu: &Vcpu, id: u64, value: u64, op: &'static str) -> Result<(), Error> {
-        vcpu.fd()
-            .set_one_reg(id, &value.to_le_bytes())
-            .map(|_| ())
-            .map_err(kvm_err(op))
+    fn set_reg(vcpu: &Vcpu, id: u64, value: u64) -> Result<(), Error> {
+        Ok(vcpu.set_one_reg(id, value)?)
     }
 
     fn write(mem: &GuestMemory, what: &'static str, addr: u64, data: &[u8]) -> Result<(), Error> {
@@ -362,10 +281,11 @@ impl Aarch64 {
 impl Arch for Aarch64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = crate::arch::NoExit;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let a = &cfg.arch;
-        let requested_gic = match a.irqchip.as_deref() {
+        let (a, dt) = (&cfg.arch.arm64, &cfg.arch.dt);
+        let requested_gic = match dt.irqchip.as_deref() {
             Some(s) => GicKind::parse_option(s)?,
             None => None,
         };
@@ -395,7 +315,7 @@ impl Arch for Aarch64 {
                 Some(seed) => Some(seed),
                 None => random_seed(),
             },
-            dump_dtb: a.dump_dtb.clone(),
+            dump_dtb: dt.dump_dtb.clone(),
             mpidrs: Vec::new(),
             pci: None,
         })
@@ -484,10 +404,7 @@ impl Arch for Aarch64 {
     }
 
     fn init_vcpu(&mut self, _kvm: &Kvm, vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
-        let mut kvi = kvm_vcpu_init::default();
-        vm.fd()
-            .get_preferred_target(&mut kvi)
-            .map_err(kvm_err("KVM_ARM_PREFERRED_TARGET"))?;
+        let mut kvi = vm.preferred_target()?;
         let mut features = 1u32 << KVM_ARM_VCPU_PSCI_0_2;
         // Secondaries stay off until the guest starts them with PSCI CPU_ON.
         if vcpu.id() > 0 {
@@ -503,47 +420,33 @@ impl Arch for Aarch64 {
             features |= (1 << KVM_ARM_VCPU_PTRAUTH_ADDRESS) | (1 << KVM_ARM_VCPU_PTRAUTH_GENERIC);
         }
         kvi.features[0] |= features;
-        vcpu.fd()
-            .vcpu_init(&kvi)
-            .map_err(kvm_err("KVM_ARM_VCPU_INIT"))?;
+        vcpu.vcpu_init(&kvi)?;
         if self.sve {
             self.limit_sve(vcpu)?;
-            vcpu.fd()
-                .vcpu_finalize(&(KVM_ARM_VCPU_SVE as i32))
-                .map_err(kvm_err("KVM_ARM_VCPU_FINALIZE(SVE)"))?;
+            vcpu.vcpu_finalize(KVM_ARM_VCPU_SVE as i32)?;
         }
-        let mut mpidr = [0u8; 8];
-        vcpu.fd()
-            .get_one_reg(regs::MPIDR_EL1, &mut mpidr)
-            .map_err(kvm_err("KVM_GET_ONE_REG(MPIDR_EL1)"))?;
-        self.mpidrs.push(u64::from_le_bytes(mpidr));
+        self.mpidrs.push(vcpu.get_one_reg(regs::MPIDR_EL1)?);
         if self.pvtime {
             let ipa = PVTIME_BASE + u64::from(vcpu.id()) * PVTIME_RECORD;
-            let attr = kvm_device_attr {
-                flags: 0,
-                group: KVM_ARM_VCPU_PVTIME_CTRL,
-                attr: KVM_ARM_VCPU_PVTIME_IPA.into(),
-                addr: &ipa as *const u64 as u64,
-            };
-            vcpu.fd()
-                .set_device_attr(&attr)
-                .map_err(kvm_err("KVM_SET_DEVICE_ATTR(PVTIME_IPA)"))?;
+            vcpu.set_device_attr(
+                "KVM_SET_DEVICE_ATTR(PVTIME_IPA)",
+                KVM_ARM_VCPU_PVTIME_CTRL,
+                KVM_ARM_VCPU_PVTIME_IPA.into(),
+                std::ptr::addr_of!(ipa) as u64,
+            )?;
         }
         Ok(())
     }
 
     fn finish_vcpus(&mut self, vm: &Vm, vcpus: &[Vcpu]) -> Result<(), Error> {
         if let Some(fd) = &self.gic_fd {
-            let nr_irqs: u32 = NR_IRQS;
-            set_attr(
-                fd,
+            fd.set_attr_u32(
                 "KVM_SET_DEVICE_ATTR(vGIC NR_IRQS)",
                 KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
                 0,
-                &nr_irqs as *const u32 as u64,
+                NR_IRQS,
             )?;
-            set_attr(
-                fd,
+            fd.set_attr(
                 "KVM_SET_DEVICE_ATTR(vGIC CTRL_INIT)",
                 KVM_DEV_ARM_VGIC_GRP_CTRL,
                 KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
@@ -551,8 +454,7 @@ impl Arch for Aarch64 {
             )?;
         }
         if let Some(its) = &self.its_fd {
-            set_attr(
-                its,
+            its.set_attr(
                 "KVM_SET_DEVICE_ATTR(ITS CTRL_INIT)",
                 KVM_DEV_ARM_VGIC_GRP_CTRL,
                 KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
@@ -574,13 +476,7 @@ impl Arch for Aarch64 {
                         "KVM_SET_DEVICE_ATTR(PMU_V3_INIT)",
                     ),
                 ] {
-                    let a = kvm_device_attr {
-                        flags: 0,
-                        group: KVM_ARM_VCPU_PMU_V3_CTRL,
-                        attr: attr.into(),
-                        addr,
-                    };
-                    vcpu.fd().set_device_attr(&a).map_err(kvm_err(op))?;
+                    vcpu.set_device_attr(op, KVM_ARM_VCPU_PMU_V3_CTRL, attr.into(), addr)?;
                 }
             }
         }
@@ -661,16 +557,11 @@ impl Arch for Aarch64 {
         if vcpu.id() != 0 {
             return Ok(());
         }
-        Self::set_reg(
-            vcpu,
-            regs::PSTATE,
-            regs::PSTATE_EL1H_DAIF,
-            "KVM_SET_ONE_REG(PSTATE)",
-        )?;
-        Self::set_reg(vcpu, regs::PC, boot.entry, "KVM_SET_ONE_REG(PC)")?;
-        Self::set_reg(vcpu, regs::x(0), boot.fdt, "KVM_SET_ONE_REG(X0)")?;
+        Self::set_reg(vcpu, regs::PSTATE, regs::PSTATE_EL1H_DAIF)?;
+        Self::set_reg(vcpu, regs::PC, boot.entry)?;
+        Self::set_reg(vcpu, regs::x(0), boot.fdt)?;
         for n in 1..4 {
-            Self::set_reg(vcpu, regs::x(n), 0, "KVM_SET_ONE_REG(X1-X3)")?;
+            Self::set_reg(vcpu, regs::x(n), 0)?;
         }
         Ok(())
     }

@@ -10,15 +10,13 @@ pub mod fdt;
 pub mod gic;
 pub mod image;
 pub mod layout;
+pub mod options;
 pub mod regs;
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(arm64)]
 mod machine;
-#[cfg(target_arch = "aarch64")]
+#[cfg(arm64)]
 pub use machine::Aarch64;
-
-#[cfg(not(target_arch = "aarch64"))]
-crate::arch_not_implemented!(Aarch64, "arm64");
 
 /// Default kernel parameters: the 8250 console, and early output through it.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlycon panic=1";

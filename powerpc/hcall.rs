@@ -9,6 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::control::GuestExit;
 
+/// A PAPR hypercall KVM forwards (`sc 1`, `KVM_EXIT_PAPR_HCALL`): `nr` is
+/// r3, `args` r4..r12 (hcalls return values in them too), `ret` goes back
+/// to r3. The slices point into the vCPU's `kvm_run`.
+#[derive(Debug)]
+pub struct Hcall<'a> {
+    pub nr: u64,
+    pub args: &'a mut [u64; 9],
+    pub ret: &'a mut u64,
+}
+
 pub const H_SUCCESS: i64 = 0;
 pub const H_HARDWARE: i64 = -1;
 pub const H_FUNCTION: i64 = -2;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,17 +23,16 @@ use super::layout::{self, SECONDARY_ENTRY};
 use super::rtas::{self, RtasHost, XicsRtas, XICS_CALLS};
 use super::tce::TceTable;
 use super::xics::{ServerLines, Xics};
-use crate::arch::{Arch, Platform};
+use crate::arch::{Arch, ExitHandler, Platform};
 use crate::bus::lock;
 use crate::config::VmConfig;
 use crate::control::{GuestExit, VmControl};
 use crate::fdt::DeviceNode;
 use crate::hw::pci::PciRoot;
 use crate::irq::IrqChip;
-use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::memory::{AlignedMapping, GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
-use crate::vcpu::ArchExits;
 use crate::virtio::setup::PciHostInfo;
 
 /// 64-bit mode, machine checks enabled, hypervisor state off: how a pSeries
@@ -307,9 +306,11 @@ impl RtasHost for Firmware {
 
 struct PpcExits(Arc<Firmware>);
 
-impl ArchExits for PpcExits {
-    fn hcall(&self, vcpu: u32, nr: u64, args: &mut [u64; 9]) -> (u64, Option<GuestExit>) {
-        hcall::dispatch(vcpu, nr, args, self.0.as_ref(), &self.0.unknown)
+impl<'a> ExitHandler<hcall::Hcall<'a>> for PpcExits {
+    fn handle(&self, vcpu: u32, h: hcall::Hcall<'a>) -> Option<GuestExit> {
+        let (ret, end) = hcall::dispatch(vcpu, h.nr, h.args, self.0.as_ref(), &self.0.unknown);
+        *h.ret = ret;
+        end
     }
 }
 
@@ -341,7 +342,7 @@ pub struct Ppc64 {
     mmu: Mmu,
     hv: bool,
     smmu: Option<KvmPpcSmmuInfo>,
-    kernel_xics: Option<OwnedFd>,
+    kernel_xics: Option<Device>,
     user_xics: Option<Arc<Xics>>,
     user_htab: Option<AlignedMapping>,
     pvr: u32,
@@ -395,15 +396,16 @@ impl Ppc64 {
 impl Arch for Ppc64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = hcall::Hcall<'a>;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let mmu_choice = match cfg.arch.mmu.as_deref() {
+        let mmu_choice = match cfg.arch.powerpc.mmu.as_deref() {
             None | Some("auto") => MmuChoice::Auto,
             Some("radix") => MmuChoice::Radix,
             Some("hash") => MmuChoice::Hash,
             Some(other) => return Err(Error::UnknownMmu(other.to_string())),
         };
-        let xics_choice = match cfg.arch.irqchip.as_deref() {
+        let xics_choice = match cfg.arch.dt.irqchip.as_deref() {
             None => XicsChoice::Auto,
             Some("xics-kernel") => XicsChoice::Kernel,
             Some("xics-user") => XicsChoice::User,
@@ -424,7 +426,7 @@ impl Arch for Ppc64 {
             model: None,
             firmware: None,
             vcpu_fds: Vec::new(),
-            dump_dtb: cfg.arch.dump_dtb.clone(),
+            dump_dtb: cfg.arch.dt.dump_dtb.clone(),
             pci: None,
         })
     }
@@ -490,7 +492,7 @@ impl Arch for Ppc64 {
             Some(x) => x.clone(),
             None => p.vm.clone(),
         };
-        let (vm, kernel_xics, user_xics) = (p.vm.clone(), &self.kernel_xics, &self.user_xics);
+        let (kernel_xics, user_xics) = (&self.kernel_xics, &self.user_xics);
         self.pci = devices::place_virtio(p, chip, |irq| -> Result<(), Error> {
             match (kernel_xics, user_xics) {
                 (Some(fd), _) => {
@@ -499,7 +501,12 @@ impl Arch for Ppc64 {
                     let source = KVM_XICS_LEVEL_SENSITIVE
                         | KVM_XICS_MASKED
                         | (0xff << KVM_XICS_PRIORITY_SHIFT);
-                    vm.set_device_attr(fd, KVM_DEV_XICS_GRP_SOURCES, u64::from(irq), source)?;
+                    fd.set_attr_u64(
+                        "KVM_SET_DEVICE_ATTR(XICS source)",
+                        KVM_DEV_XICS_GRP_SOURCES,
+                        u64::from(irq),
+                        source,
+                    )?;
                 }
                 (None, Some(x)) => x.set_level_sensitive(irq),
                 (None, None) => {}
@@ -552,18 +559,12 @@ impl Arch for Ppc64 {
             }
         }
         if let Some(xics) = &self.kernel_xics {
-            use std::os::fd::AsRawFd;
             vcpu.enable_cap(
                 KVM_CAP_IRQ_XICS,
-                [xics.as_raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
+                [xics.raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
             )?;
         } else {
-            let fd = vcpu
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))?;
-            self.vcpu_fds.push(fd);
+            self.vcpu_fds.push(vcpu.dup_fd()?);
         }
         Ok(())
     }

@@ -12,18 +12,16 @@ pub mod hpt;
 pub mod hvterm;
 pub mod kvm_sys;
 pub mod layout;
+pub mod options;
 pub mod pci;
 pub mod rtas;
 pub mod tce;
 pub mod xics;
 
-#[cfg(target_arch = "powerpc64")]
+#[cfg(powerpc)]
 mod machine;
-#[cfg(target_arch = "powerpc64")]
+#[cfg(powerpc)]
 pub use machine::Ppc64;
-
-#[cfg(not(target_arch = "powerpc64"))]
-crate::arch_not_implemented!(Ppc64, "ppc64le");
 
 /// Default kernel parameters: the hypervisor console.
 pub const DEFAULT_CMDLINE: &str = "console=hvc0 panic=1";

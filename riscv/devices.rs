@@ -12,7 +12,8 @@ use super::layout::{
 };
 use crate::arch::Platform;
 use crate::irq::{IrqChip, MsiSink, RoutedMsi};
-use crate::msi::{aia_default_routes, MsiRouter};
+use crate::kvm::GsiRoute;
+use crate::msi::MsiRouter;
 use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
 
 pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
@@ -32,7 +33,7 @@ pub fn place_virtio(
     let msi: Option<Arc<dyn MsiSink>> = match kind {
         IrqchipKind::Aia => Some(Arc::new(RoutedMsi {
             vm: p.vm.clone(),
-            router: MsiRouter::new(p.vm.clone(), aia_default_routes(NR_SOURCES), false),
+            router: MsiRouter::new(p.vm.clone(), default_routes(NR_SOURCES), false),
             with_devid: false,
         })),
         IrqchipKind::Plic => None,
@@ -44,4 +45,11 @@ pub fn place_virtio(
         (src <= NR_SOURCES).then_some(src)
     };
     setup::place_on_fdt_platform(p, &LAYOUT, chip, irqs, msi)
+}
+
+/// RISC-V AIA's default routes: source N of the APLIC as GSI N.
+fn default_routes(sources: u32) -> Vec<(u32, GsiRoute)> {
+    (1..=sources)
+        .map(|pin| (pin, GsiRoute::Irqchip { chip: 0, pin }))
+        .collect()
 }

@@ -2,21 +2,19 @@
 //! to KVM.
 
 use std::fmt::Write as _;
-use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
-    KVM_CREATE_DEVICE_TEST, KVM_DEV_RISCV_AIA_ADDR_APLIC, KVM_DEV_RISCV_AIA_CONFIG_HART_BITS,
-    KVM_DEV_RISCV_AIA_CONFIG_IDS, KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT,
-    KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL,
-    KVM_MP_STATE_STOPPED,
+    kvm_device_type_KVM_DEV_TYPE_RISCV_AIA, KVM_DEV_RISCV_AIA_ADDR_APLIC,
+    KVM_DEV_RISCV_AIA_CONFIG_HART_BITS, KVM_DEV_RISCV_AIA_CONFIG_IDS,
+    KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT, KVM_DEV_RISCV_AIA_GRP_ADDR,
+    KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL, KVM_MP_STATE_STOPPED,
 };
-use kvm_ioctls::DeviceFd;
 use vm_memory::{Bytes, GuestAddress};
 
+use super::exit::{Exits, UartSbiConsole};
 use super::fdt::{self, CpuInfo, FdtInputs};
 use super::image;
 use super::irqchip::{self, imsic_addr, index_bits, IrqchipKind, IMSIC_IDS};
@@ -26,19 +24,16 @@ use super::layout::{
 };
 use super::plic::{HartLines, Plic, PlicMmio};
 use super::regs;
-use super::sbi::{self, SbiCall, SbiConsole};
 use crate::arch::{Arch, Platform};
-use crate::bus::{self, lock};
+use crate::bus;
 use crate::config::VmConfig;
-use crate::control::GuestExit;
 use crate::fdt::DeviceNode;
-use crate::hw::serial::{Serial8250, SerialConsole};
+use crate::hw::serial::SerialConsole;
 use crate::irq::IrqChip;
-use crate::kvm::{Kvm, Vcpu, Vm};
+use crate::kvm::{Device, Kvm, Vcpu, Vm};
 use crate::loader::place;
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::{ConsoleOut, ConsoleSink};
-use crate::vcpu::ArchExits;
 
 /// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
 const KVM_INTERRUPT: u64 = 0x4004_ae86;
@@ -47,9 +42,6 @@ const KVM_INTERRUPT_SET: u32 = -1i32 as u32;
 const KVM_INTERRUPT_UNSET: u32 = -2i32 as u32;
 /// Most vCPUs KVM gives a RISC-V VM.
 const MAX_CPUS: u32 = 1024;
-/// The Zkr `seed` CSR; reads return entropy with status ES16.
-const CSR_SEED: u64 = 0x015;
-const SEED_OPST_ES16: u64 = 0b10 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,10 +85,10 @@ pub enum Error {
     NoCpuInfo,
 }
 
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+fn kvm_err(op: &'static str) -> impl FnOnce(crate::kvm::Error) -> Error {
     move |e| Error::Kvm {
         op,
-        source: std::io::Error::from_raw_os_error(e.errno()),
+        source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
     }
 }
 
@@ -112,7 +104,7 @@ pub struct Riscv64 {
     ram_size: u64,
     requested: Option<IrqchipKind>,
     kind: IrqchipKind,
-    aia: Option<DeviceFd>,
+    aia: Option<Device>,
     plic: Option<Arc<Plic>>,
     disabled_exts: Vec<(String, u64)>,
     disabled_sbi: Vec<(String, u64)>,
@@ -128,63 +120,6 @@ impl std::fmt::Debug for Riscv64 {
             .field("cpus", &self.cpus)
             .field("irqchip", &self.kind)
             .finish()
-    }
-}
-
-/// The SBI console: output to lkvm's stdout, input from the UART's queue
-/// (a guest uses one console or the other for input, not both).
-struct UartSbiConsole {
-    uart: Arc<Mutex<Serial8250>>,
-}
-
-impl SbiConsole for UartSbiConsole {
-    fn write(&self, bytes: &[u8]) {
-        use std::io::Write;
-        if let Err(e) = ConsoleOut.write_all(bytes) {
-            log::debug!("SBI console: {e}");
-        }
-    }
-    fn read_byte(&self) -> Option<u8> {
-        lock(&self.uart).read_input_byte()
-    }
-}
-
-struct RiscvExits {
-    console: UartSbiConsole,
-    mem: GuestMemory,
-}
-
-impl ArchExits for RiscvExits {
-    fn sbi(
-        &self,
-        _vcpu: u32,
-        ext: u64,
-        func: u64,
-        args: &[u64; 6],
-    ) -> ([u64; 2], Option<GuestExit>) {
-        let reply = sbi::handle(
-            &SbiCall {
-                ext,
-                func,
-                args: *args,
-            },
-            &self.console,
-            &self.mem,
-        );
-        (reply.ret, reply.end)
-    }
-
-    fn csr(&self, _vcpu: u32, csr: u64, _new_value: u64, _write_mask: u64) -> u64 {
-        if csr != CSR_SEED {
-            log::debug!("unhandled CSR {csr:#x} access; reads as 0");
-            return 0;
-        }
-        let mut buf = [0u8; 2];
-        let entropy = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut buf))
-            .map(|_| u64::from(u16::from_le_bytes(buf)))
-            .unwrap_or(0);
-        SEED_OPST_ES16 | entropy
     }
 }
 
@@ -216,31 +151,17 @@ impl HartLines for VcpuExtLines {
     }
 }
 
-fn set_attr(
-    fd: &DeviceFd,
-    op: &'static str,
-    group: u32,
-    attr: u64,
-    addr: u64,
-) -> Result<(), Error> {
-    fd.set_device_attr(&kvm_device_attr {
-        flags: 0,
-        group,
-        attr,
-        addr,
-    })
-    .map_err(kvm_err(op))
+fn set_attr(fd: &Device, op: &'static str, group: u32, attr: u64, addr: u64) -> Result<(), Error> {
+    fd.set_attr(op, group, attr, addr).map_err(kvm_err(op))
 }
 
 impl Riscv64 {
     fn get(vcpu: &Vcpu, id: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        vcpu.fd().get_one_reg(id, &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
+        vcpu.get_one_reg(id).ok()
     }
 
-    fn set(vcpu: &Vcpu, id: u64, value: u64) -> Result<(), kvm_ioctls::Error> {
-        vcpu.fd().set_one_reg(id, &value.to_le_bytes()).map(|_| ())
+    fn set(vcpu: &Vcpu, id: u64, value: u64) -> crate::kvm::Result<()> {
+        vcpu.set_one_reg(id, value)
     }
 
     fn read_cpu_info(vcpu: &Vcpu) -> Result<CpuInfo, Error> {
@@ -339,13 +260,7 @@ impl Riscv64 {
         };
         let mut fds = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
-            // SAFETY: the vCPU fd stays open for the borrow, which only
-            // lives long enough to duplicate it.
-            let fd = unsafe { BorrowedFd::borrow_raw(vcpu.fd().as_raw_fd()) };
-            fds.push(fd.try_clone_to_owned().map_err(|source| Error::Kvm {
-                op: "dup(vCPU fd)",
-                source,
-            })?);
+            fds.push(vcpu.dup_fd().map_err(kvm_err("dup(vCPU fd)"))?);
         }
         plic.attach(Arc::new(VcpuExtLines { fds }));
         Ok(())
@@ -355,9 +270,10 @@ impl Riscv64 {
 impl Arch for Riscv64 {
     type Error = Error;
     type Boot = Boot;
+    type Exit<'a> = super::exit::Exit<'a>;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let a = &cfg.arch;
+        let (a, dt) = (&cfg.arch.riscv, &cfg.arch.dt);
         let disabled_exts = a
             .disable_ext
             .iter()
@@ -379,7 +295,7 @@ impl Arch for Riscv64 {
         Ok(Riscv64 {
             cpus: cfg.cpus,
             ram_size: cfg.ram_size,
-            requested: a.irqchip.as_deref().map(str::parse).transpose()?,
+            requested: dt.irqchip.as_deref().map(str::parse).transpose()?,
             kind: IrqchipKind::Plic,
             aia: None,
             plic: None,
@@ -391,7 +307,7 @@ impl Arch for Riscv64 {
                 (regs::CONFIG_MIMPID, a.custom_mimpid, "mimpid"),
             ],
             cpu_info: None,
-            dump_dtb: a.dump_dtb.clone(),
+            dump_dtb: dt.dump_dtb.clone(),
             pci: None,
         })
     }
@@ -417,29 +333,15 @@ impl Arch for Riscv64 {
 
     fn setup_vm(&mut self, _kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
         let try_aia = self.requested != Some(IrqchipKind::Plic);
-        let mut dev = kvm_create_device {
-            type_: kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
-            fd: 0,
-            flags: 0,
-        };
-        let aia = if try_aia {
-            let mut test = dev;
-            test.flags = KVM_CREATE_DEVICE_TEST;
-            match vm.fd().create_device(&mut test) {
-                Ok(fd) => {
-                    // A test creates nothing and leaves `fd` at 0, but
-                    // kvm-ioctls still wraps it: dropping that handle would
-                    // close lkvm's stdin.
-                    std::mem::forget(fd);
-                    Some(
-                        vm.fd()
-                            .create_device(&mut dev)
-                            .map_err(kvm_err("KVM_CREATE_DEVICE(AIA)"))?,
-                    )
-                }
-                Err(_) if self.requested == Some(IrqchipKind::Aia) => return Err(Error::NoAia),
-                Err(_) => None,
-            }
+        let aia = if !try_aia {
+            None
+        } else if vm.can_create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA) {
+            Some(
+                vm.create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA)
+                    .map_err(kvm_err("KVM_CREATE_DEVICE(AIA)"))?,
+            )
+        } else if self.requested == Some(IrqchipKind::Aia) {
+            return Err(Error::NoAia);
         } else {
             None
         };
@@ -471,12 +373,10 @@ impl Arch for Riscv64 {
         };
         let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
         p.fdt_nodes.extend(LEGACY.nodes());
-        p.exits = Arc::new(RiscvExits {
-            console: UartSbiConsole {
-                uart: serial.clone(),
-            },
-            mem: p.mem.clone(),
-        });
+        p.exits = Arc::new(Exits::new(
+            Box::new(UartSbiConsole(serial.clone())),
+            p.mem.clone(),
+        ));
         self.pci = super::devices::place_virtio(p, self.kind, chip)?;
         Ok(Arc::new(SerialConsole(serial)))
     }
@@ -494,14 +394,14 @@ impl Arch for Riscv64 {
                         "marchid" => "KVM_SET_ONE_REG(--custom-marchid)",
                         _ => "KVM_SET_ONE_REG(--custom-mimpid)",
                     },
-                    source: std::io::Error::from_raw_os_error(e.errno()),
+                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
                 })?;
             }
         }
         let disable = |what: &str, reg| match Self::set(vcpu, reg, 0) {
             Ok(()) => {}
             // ENOENT: KVM does not offer it here, so it is off already.
-            Err(e) if e.errno() == libc::ENOENT => {
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
                 log::info!(
                     "--disable-{what}: this host's KVM does not offer it; nothing to turn off"
                 )
@@ -606,11 +506,8 @@ impl Arch for Riscv64 {
     fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
         // With SBI HSM in the kernel, secondary harts start stopped and the
         // boot hart starts them itself.
-        let state = vcpu
-            .fd()
-            .get_mp_state()
-            .map_err(kvm_err("KVM_GET_MP_STATE"))?;
-        if state.mp_state == KVM_MP_STATE_STOPPED {
+        let state = vcpu.mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?;
+        if state == KVM_MP_STATE_STOPPED {
             return Ok(());
         }
         Self::set(vcpu, regs::CORE_PC, boot.entry).map_err(kvm_err("KVM_SET_ONE_REG(pc)"))?;

@@ -5,22 +5,21 @@
 //! Everything but `machine` is plain data and is tested on any host.
 
 pub mod devices;
+pub mod exit;
 pub mod fdt;
 pub mod image;
 pub mod irqchip;
 pub mod isa;
 pub mod layout;
+pub mod options;
 pub mod plic;
 pub mod regs;
 pub mod sbi;
 
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 mod machine;
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 pub use machine::Riscv64;
-
-#[cfg(not(target_arch = "riscv64"))]
-crate::arch_not_implemented!(Riscv64, "riscv64");
 
 /// Default kernel parameters: the 8250 console, early output through it.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlycon panic=1";

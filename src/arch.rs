@@ -7,12 +7,12 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::cli::ConsoleKind;
 use crate::config::VmConfig;
+use crate::control::GuestExit;
 use crate::control::VmControl;
 use crate::fdt::DeviceNode;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::ConsoleSink;
-use crate::vcpu::{ArchExits, NoArchExits};
 
 /// What the shared core hands an architecture to attach its devices to.
 pub struct Platform {
@@ -24,8 +24,9 @@ pub struct Platform {
     pub mem: GuestMemory,
     /// Devices as the device tree describes them (FDT architectures).
     pub fdt_nodes: Vec<DeviceNode>,
-    /// Exits only this architecture has (RISC-V SBI, PowerPC hcalls).
-    pub exits: Arc<dyn ArchExits>,
+    /// Answers the exits only this architecture has (RISC-V SBI, PowerPC
+    /// hcalls).
+    pub exits: Arc<HostExits>,
     /// The virtio devices to place, and on which transport.
     pub virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
     pub transport: crate::virtio::setup::Transport,
@@ -40,7 +41,7 @@ impl Platform {
             vm,
             mem,
             fdt_nodes: Vec::new(),
-            exits: Arc::new(NoArchExits),
+            exits: Arc::new(NoExits),
             virtio: Vec::new(),
             transport: Default::default(),
         }
@@ -51,6 +52,9 @@ impl Platform {
 /// hooks in the order they are declared.
 pub trait Arch: Sized + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
+    /// The exits only this architecture has, as the hypervisor backend
+    /// decodes them into `VcpuExit::Arch`; [`NoExit`] where there are none.
+    type Exit<'a>;
     /// What `load` found out and `setup_vcpu` needs (entry point, ...).
     type Boot;
 
@@ -98,6 +102,49 @@ pub trait Arch: Sized + Send + Sync + 'static {
     }
 }
 
+/// Answers an architecture's own exits (`VcpuExit::Arch`) on the vCPU's
+/// thread; `Some` ends the VM.
+pub trait ExitHandler<X>: Send + Sync {
+    fn handle(&self, vcpu: u32, exit: X) -> Option<GuestExit>;
+}
+
+/// The exit type of architectures that have no exits of their own.
+#[derive(Debug)]
+pub enum NoExit {}
+
+/// The handler of architectures that have no exits of their own: any exit
+/// that reaches it is logged and left unanswered.
+pub struct NoExits;
+
+impl<X: std::fmt::Debug> ExitHandler<X> for NoExits {
+    fn handle(&self, vcpu: u32, exit: X) -> Option<GuestExit> {
+        log::debug!("vCPU {vcpu}: no handler for {exit:?}");
+        None
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(riscv)] {
+        /// The host architecture's own exits, as `VcpuExit::Arch` carries
+        /// them. Named directly rather than as `HostArch`'s projection, so
+        /// that `VcpuExit` stays covariant in its lifetime.
+        pub type HostExit<'a> = crate::riscv::exit::Exit<'a>;
+    } else if #[cfg(powerpc)] {
+        pub type HostExit<'a> = crate::powerpc::hcall::Hcall<'a>;
+    } else {
+        pub type HostExit<'a> = NoExit;
+    }
+}
+
+/// `HostExit` is the host architecture's `Arch::Exit`.
+#[allow(dead_code)]
+fn host_exit_is_the_host_archs(exit: HostExit<'_>) -> <HostArch as Arch>::Exit<'_> {
+    exit
+}
+
+/// What answers them.
+pub type HostExits = dyn for<'a> ExitHandler<HostExit<'a>>;
+
 /// What the shared core knows about an architecture before any VM exists:
 /// what the command line, the kernel search and the kernel command line
 /// builder need. One value per architecture; code outside this file asks
@@ -120,6 +167,11 @@ pub struct ArchInfo {
     pub default_console: ConsoleKind,
     /// Where RAM starts and whether `-m SIZE@ADDR` may move it.
     pub ram: RamPlacement,
+    /// Whether guests boot with a device tree lkvm writes.
+    pub device_tree: bool,
+    /// Whether virtio devices may sit on virtio-mmio (a device-tree
+    /// platform) rather than PCI.
+    pub virtio_mmio: bool,
 }
 
 /// Where guest RAM starts.
@@ -141,6 +193,8 @@ pub const X86_64: ArchInfo = ArchInfo {
     cmdline_size: 2048,
     default_console: ConsoleKind::Serial,
     ram: RamPlacement::Fixed(0),
+    device_tree: false,
+    virtio_mmio: false,
 };
 
 pub const AARCH64: ArchInfo = ArchInfo {
@@ -157,6 +211,8 @@ pub const AARCH64: ArchInfo = ArchInfo {
         min: crate::aarch64::layout::RAM_BASE,
         align: 2 << 20,
     },
+    device_tree: true,
+    virtio_mmio: true,
 };
 
 pub const RISCV64: ArchInfo = ArchInfo {
@@ -168,6 +224,8 @@ pub const RISCV64: ArchInfo = ArchInfo {
     cmdline_size: 1024,
     default_console: ConsoleKind::Serial,
     ram: RamPlacement::Fixed(crate::riscv::layout::RAM_BASE),
+    device_tree: true,
+    virtio_mmio: true,
 };
 
 pub const POWERPC64: ArchInfo = ArchInfo {
@@ -179,7 +237,29 @@ pub const POWERPC64: ArchInfo = ArchInfo {
     cmdline_size: 2048,
     default_console: ConsoleKind::Hv,
     ram: RamPlacement::Fixed(0),
+    device_tree: true,
+    virtio_mmio: false,
 };
+
+/// One architecture's own `lkvm run` options, a `clap::Args` group that
+/// `run` flattens. Every group parses on every host; the ones that do not
+/// exist on the host are refused by name.
+pub trait ArchOptions: clap::Args {
+    /// Where the options exist, as the refusal says it.
+    const ON: &'static str;
+    fn exists_on(arch: &ArchInfo) -> bool;
+    /// The first option given, by name.
+    fn given(&self) -> Option<&'static str>;
+    /// The first kvmtool option given that lkvm does not implement yet.
+    fn not_supported_yet(&self) -> Option<&'static str> {
+        None
+    }
+    /// kvmtool's spelling of one of these options as lkvm's (`--disable-zbb`
+    /// as `--disable-ext zbb`); `None` for any other word.
+    fn respell(_arg: &str) -> Option<[std::ffi::OsString; 2]> {
+        None
+    }
+}
 
 /// Every architecture lkvm runs on.
 pub const ARCHES: [&ArchInfo; 4] = [&X86_64, &AARCH64, &RISCV64, &POWERPC64];
@@ -190,11 +270,11 @@ pub fn info(name: &str) -> Option<&'static ArchInfo> {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "x86_64")] {
+    if #[cfg(x86)] {
         pub const HOST: &ArchInfo = &X86_64;
-    } else if #[cfg(target_arch = "aarch64")] {
+    } else if #[cfg(arm64)] {
         pub const HOST: &ArchInfo = &AARCH64;
-    } else if #[cfg(target_arch = "riscv64")] {
+    } else if #[cfg(riscv)] {
         pub const HOST: &ArchInfo = &RISCV64;
     } else {
         pub const HOST: &ArchInfo = &POWERPC64;
@@ -202,98 +282,17 @@ cfg_if::cfg_if! {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "x86_64")] {
+    if #[cfg(x86)] {
         pub type HostArch = crate::x86::X86;
-    } else if #[cfg(target_arch = "aarch64")] {
+    } else if #[cfg(arm64)] {
         pub type HostArch = crate::aarch64::Aarch64;
-    } else if #[cfg(target_arch = "riscv64")] {
+    } else if #[cfg(riscv)] {
         pub type HostArch = crate::riscv::Riscv64;
-    } else if #[cfg(target_arch = "powerpc64")] {
+    } else if #[cfg(powerpc)] {
         pub type HostArch = crate::powerpc::Ppc64;
     } else {
         compile_error!("lkvm supports x86_64, aarch64, riscv64 and powerpc64 hosts");
     }
-}
-
-/// An architecture whose port has not landed yet: every hook fails with one
-/// clear error, so `lkvm run` says so instead of misbehaving.
-#[derive(Debug, thiserror::Error)]
-#[error("lkvm does not support {0} guests yet (not implemented for this architecture yet)")]
-pub struct NotImplemented(pub &'static str);
-
-/// Implements [`Arch`] for a unit struct with every hook refusing.
-#[macro_export]
-macro_rules! arch_not_implemented {
-    ($ty:ident, $name:literal) => {
-        #[derive(Debug)]
-        pub struct $ty;
-
-        impl $crate::arch::Arch for $ty {
-            type Error = $crate::arch::NotImplemented;
-            type Boot = ();
-
-            fn new(_cfg: &$crate::config::VmConfig) -> Result<Self, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn max_cpus(&self) -> u32 {
-                0
-            }
-            fn vm_type(&self, _kvm: &$crate::kvm::Kvm) -> Result<u64, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn ram_ranges(&self, _size: u64) -> Result<Vec<$crate::memory::RamRange>, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn wants_thp(&self) -> bool {
-                false
-            }
-            fn setup_vm(
-                &mut self,
-                _kvm: &$crate::kvm::Kvm,
-                _vm: &$crate::kvm::Vm,
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn setup_devices(
-                &mut self,
-                _p: &mut $crate::arch::Platform,
-            ) -> Result<std::sync::Arc<dyn $crate::term::ConsoleSink>, Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn default_cmdline(&self) -> &'static str {
-                ""
-            }
-            fn init_vcpu(
-                &mut self,
-                _kvm: &$crate::kvm::Kvm,
-                _vm: &$crate::kvm::Vm,
-                _vcpu: &mut $crate::kvm::Vcpu,
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn load(
-                &mut self,
-                _mem: &$crate::memory::GuestMemory,
-                _cfg: &$crate::config::VmConfig,
-                _kernel: &[u8],
-                _initrd: Option<&[u8]>,
-                _cmdline: &str,
-                _fdt_nodes: &[$crate::fdt::DeviceNode],
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn boot_vcpu(
-                &self,
-                _vcpu: &mut $crate::kvm::Vcpu,
-                _boot: &(),
-            ) -> Result<(), Self::Error> {
-                Err($crate::arch::NotImplemented($name))
-            }
-            fn dump_vcpu(&self, _vcpu: &$crate::kvm::Vcpu) -> String {
-                String::new()
-            }
-        }
-    };
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::arch::{ArchInfo, ArchOptions};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lkvm",
@@ -224,143 +226,85 @@ impl LogLevel {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum AsyncPfMode {
-    /// Enable where the host supports it
-    #[default]
-    Auto,
-    /// Require it; fail where the host lacks it
-    On,
-    /// Never touch it
-    Off,
-}
-
-/// Options that only exist on some architectures. They parse everywhere (so
-/// their handling is tested on every host) and are refused on the others.
+/// Options that only exist on some architectures: each architecture's own
+/// group, and the device-tree platforms' shared one. They parse everywhere
+/// (so their handling is tested on every host) and are refused on the
+/// others.
 #[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
 pub struct ArchArgs {
+    #[command(flatten)]
+    pub dt: DeviceTreeOptions,
+    #[command(flatten)]
+    pub arm64: crate::aarch64::options::Options,
+    #[command(flatten)]
+    pub riscv: crate::riscv::options::Options,
+    #[command(flatten)]
+    pub powerpc: crate::powerpc::options::Options,
+}
+
+/// Options of every architecture whose guests boot with a device tree.
+#[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
+pub struct DeviceTreeOptions {
     /// Interrupt controller: arm64 auto|gicv2|gicv2m|gicv3|gicv3-its (default auto: the first of gicv3-its, gicv3, gicv2m, gicv2 the host can create); riscv aia|plic (default: aia if the host has it, else plic); powerpc xics-kernel|xics-user (default: in-kernel XICS if the host has it)
     #[arg(long, help_heading = "Arch-specific options")]
     pub irqchip: Option<String>,
-    /// powerpc: guest MMU mode radix|hash|auto (default: radix where the host can)
-    #[arg(long, value_name = "MODE", help_heading = "Arch-specific options")]
-    pub mmu: Option<String>,
     /// Write the generated device tree blob to FILE (arm64, riscv, powerpc)
     #[arg(long, value_name = "FILE", help_heading = "Arch-specific options")]
     pub dump_dtb: Option<PathBuf>,
-    /// riscv: hide ISA extension EXT from the guest (kvmtool's --disable-EXT works too)
-    #[arg(
-        long = "disable-ext",
-        value_name = "EXT",
-        help_heading = "Arch-specific options"
-    )]
-    pub disable_ext: Vec<String>,
-    /// riscv: turn off SBI extension EXT (kvmtool's --disable-sbi-EXT works too)
-    #[arg(
-        long = "disable-sbi",
-        value_name = "EXT",
-        help_heading = "Arch-specific options"
-    )]
-    pub disable_sbi: Vec<String>,
-    /// riscv: mvendorid the guest sees
-    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
-    pub custom_mvendorid: Option<u64>,
-    /// riscv: marchid the guest sees
-    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
-    pub custom_marchid: Option<u64>,
-    /// riscv: mimpid the guest sees
-    #[arg(long, value_name = "ID", value_parser = parse_u64, help_heading = "Arch-specific options")]
-    pub custom_mimpid: Option<u64>,
-    /// arm64: give every vCPU a PMUv3 (PPI 23)
-    #[arg(long, help_heading = "Arch-specific options")]
-    pub pmu: bool,
-    /// arm64: limit SVE vector lengths to at most this many bits
-    #[arg(long, value_name = "BITS", help_heading = "Arch-specific options")]
-    pub sve_max_vl: Option<u32>,
-    /// arm64: keep MTE off (it is off by default; kept for kvmtool compatibility)
-    #[arg(long, help_heading = "Arch-specific options")]
-    pub disable_mte: bool,
-    /// arm64: no stolen-time (pvtime) region for the vCPUs
-    #[arg(long, help_heading = "Arch-specific options")]
-    pub no_pvtime: bool,
-    /// arm64: KASLR seed for the guest (0: none; default: random)
-    #[arg(long, value_name = "SEED", help_heading = "Arch-specific options")]
-    pub kaslr_seed: Option<u64>,
-    /// arm64: asynchronous page faults (SDEI event + PPI), where the host has them
-    #[arg(
-        long,
-        value_enum,
-        value_name = "MODE",
-        help_heading = "Arch-specific options"
-    )]
-    pub async_pf: Option<AsyncPfMode>,
+}
 
-    // kvmtool arm64 options not implemented yet
-    #[arg(long, hide = true)]
-    pub aarch32: bool,
-    #[arg(long, hide = true)]
-    pub vcpu_affinity: Option<String>,
-    #[arg(long, hide = true, value_name = "HZ")]
-    pub override_bad_firmware_cntfrq: Option<String>,
-    #[arg(long, hide = true)]
-    pub force_pci: bool,
-    #[arg(long, hide = true)]
-    pub firmware_address: Option<String>,
+impl ArchOptions for DeviceTreeOptions {
+    const ON: &'static str = "arm64, riscv and powerpc";
+
+    fn exists_on(arch: &ArchInfo) -> bool {
+        arch.device_tree
+    }
+
+    fn given(&self) -> Option<&'static str> {
+        match (&self.irqchip, &self.dump_dtb) {
+            (Some(_), _) => Some("--irqchip"),
+            (None, Some(_)) => Some("--dump-dtb"),
+            (None, None) => None,
+        }
+    }
 }
 
 impl ArchArgs {
     /// Options given that lkvm does not implement yet.
     pub fn unsupported_option(&self) -> Option<&'static str> {
-        [
-            (self.aarch32, "--aarch32"),
-            (self.vcpu_affinity.is_some(), "--vcpu-affinity"),
-            (
-                self.override_bad_firmware_cntfrq.is_some(),
-                "--override-bad-firmware-cntfrq",
-            ),
-            (self.force_pci, "--force-pci"),
-            (self.firmware_address.is_some(), "--firmware-address"),
-        ]
-        .iter()
-        .find(|(set, _)| *set)
-        .map(|(_, name)| *name)
+        self.dt
+            .not_supported_yet()
+            .or_else(|| self.arm64.not_supported_yet())
+            .or_else(|| self.riscv.not_supported_yet())
+            .or_else(|| self.powerpc.not_supported_yet())
     }
 
-    /// The first option given that does not exist on `arch` (a
-    /// `std::env::consts::ARCH` name), with the architectures it exists on.
-    pub fn foreign_option(&self, arch: &str) -> Option<(&'static str, &'static str)> {
-        const ARM: (&str, &[&str]) = ("arm64", &["aarch64"]);
-        const RISCV: (&str, &[&str]) = ("riscv", &["riscv64"]);
-        const FDT_IRQCHIP: (&str, &[&str]) = (
-            "arm64, riscv and powerpc",
-            &["aarch64", "riscv64", "powerpc64"],
-        );
-        const PPC: (&str, &[&str]) = ("powerpc", &["powerpc64"]);
-        let options = [
-            (self.irqchip.is_some(), "--irqchip", FDT_IRQCHIP),
-            (self.dump_dtb.is_some(), "--dump-dtb", FDT_IRQCHIP),
-            (self.mmu.is_some(), "--mmu", PPC),
-            (self.pmu, "--pmu", ARM),
-            (self.sve_max_vl.is_some(), "--sve-max-vl", ARM),
-            (self.disable_mte, "--disable-mte", ARM),
-            (self.no_pvtime, "--no-pvtime", ARM),
-            (self.kaslr_seed.is_some(), "--kaslr-seed", ARM),
-            (self.async_pf.is_some(), "--async-pf", ARM),
-            (!self.disable_ext.is_empty(), "--disable-<ext>", RISCV),
-            (!self.disable_sbi.is_empty(), "--disable-sbi-<ext>", RISCV),
-            (self.custom_mvendorid.is_some(), "--custom-mvendorid", RISCV),
-            (self.custom_marchid.is_some(), "--custom-marchid", RISCV),
-            (self.custom_mimpid.is_some(), "--custom-mimpid", RISCV),
-        ];
-        options
-            .iter()
-            .find(|(set, _, (_, arches))| *set && !arches.contains(&arch))
-            .map(|(_, name, (on, _))| (*name, *on))
+    /// The first option given that does not exist on `arch`, with the
+    /// architectures it exists on.
+    pub fn foreign_option(&self, arch: &ArchInfo) -> Option<(&'static str, &'static str)> {
+        fn foreign<O: ArchOptions>(o: &O, arch: &ArchInfo) -> Option<(&'static str, &'static str)> {
+            match O::exists_on(arch) {
+                true => None,
+                false => o.given().map(|name| (name, O::ON)),
+            }
+        }
+        foreign(&self.dt, arch)
+            .or_else(|| foreign(&self.arm64, arch))
+            .or_else(|| foreign(&self.riscv, arch))
+            .or_else(|| foreign(&self.powerpc, arch))
+    }
+
+    /// kvmtool's spelling of an architecture option, as lkvm's.
+    fn respell(arg: &str) -> Option<[std::ffi::OsString; 2]> {
+        DeviceTreeOptions::respell(arg)
+            .or_else(|| crate::aarch64::options::Options::respell(arg))
+            .or_else(|| crate::riscv::options::Options::respell(arg))
+            .or_else(|| crate::powerpc::options::Options::respell(arg))
     }
 }
 
 /// Numbers in decimal or with a 0x prefix.
-fn parse_u64(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
@@ -403,7 +347,7 @@ pub fn rewrite_kvmtool_spellings<I: IntoIterator<Item = std::ffi::OsString>>(
             out.push(arg);
             continue;
         }
-        if let Some(rewritten) = riscv_spelling(s) {
+        if let Some(rewritten) = ArchArgs::respell(s) {
             out.extend(rewritten);
             continue;
         }
@@ -411,20 +355,6 @@ pub fn rewrite_kvmtool_spellings<I: IntoIterator<Item = std::ffi::OsString>>(
         out.push(arg);
     }
     out
-}
-
-/// `--disable-sbi-EXT` / `--disable-EXT` as lkvm's list options.
-fn riscv_spelling(s: &str) -> Option<[std::ffi::OsString; 2]> {
-    use crate::riscv::isa::{isa_ext_id, sbi_ext_id};
-    if let Some(name) = s
-        .strip_prefix("--disable-sbi-")
-        .filter(|n| sbi_ext_id(n).is_some())
-    {
-        return Some(["--disable-sbi".into(), name.into()]);
-    }
-    s.strip_prefix("--disable-")
-        .filter(|n| isa_ext_id(n).is_some())
-        .map(|name| ["--disable-ext".into(), name.into()])
 }
 
 /// Whether option word `s` of `cmd` takes the next word as its value.
@@ -613,6 +543,8 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aarch64::options::AsyncPfMode;
+    use crate::arch::{AARCH64, POWERPC64, RISCV64, X86_64};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("lkvm").chain(args.iter().copied()))
@@ -686,12 +618,13 @@ mod tests {
             ])
             .unwrap(),
         );
-        assert_eq!(run.arch.irqchip.as_deref(), Some("gicv3-its"));
-        assert_eq!(run.arch.async_pf, Some(AsyncPfMode::On));
-        assert_eq!(run.arch.kaslr_seed, Some(7));
-        assert_eq!(run.arch.foreign_option("aarch64"), None);
+        assert_eq!(run.arch.dt.irqchip.as_deref(), Some("gicv3-its"));
+        assert_eq!(run.arch.arm64.async_pf, Some(AsyncPfMode::On));
+        assert_eq!(run.arch.arm64.kaslr_seed, Some(7));
+        assert_eq!(run.arch.foreign_option(&AARCH64), None);
+        assert_eq!(run.arch.foreign_option(&RISCV64), Some(("--pmu", "arm64")));
         assert_eq!(
-            run.arch.foreign_option("x86_64"),
+            run.arch.foreign_option(&X86_64),
             Some(("--irqchip", "arm64, riscv and powerpc"))
         );
         let run = run_of(parse(&["run", "--aarch32"]).unwrap());
@@ -738,13 +671,17 @@ mod tests {
             ))
             .unwrap(),
         );
-        assert_eq!(run.arch.disable_ext, vec!["svpbmt", "zicboz"]);
-        assert_eq!(run.arch.custom_mvendorid, Some(0x489));
+        assert_eq!(run.arch.riscv.disable_ext, vec!["svpbmt", "zicboz"]);
+        assert_eq!(run.arch.riscv.custom_mvendorid, Some(0x489));
         assert_eq!(
-            run.arch.foreign_option("x86_64"),
+            run.arch.foreign_option(&X86_64),
             Some(("--disable-<ext>", "riscv"))
         );
-        assert_eq!(run.arch.foreign_option("riscv64"), None);
+        assert_eq!(
+            run.arch.foreign_option(&POWERPC64),
+            Some(("--disable-<ext>", "riscv"))
+        );
+        assert_eq!(run.arch.foreign_option(&RISCV64), None);
         assert!(parse(&["run", "--custom-marchid", "zz"]).is_err());
     }
 

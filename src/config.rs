@@ -191,7 +191,7 @@ impl VmConfig {
         if let Some(opt) = args.unsupported_option() {
             return Err(Error::NotSupportedYet(opt));
         }
-        if let Some((option, arches)) = args.arch.foreign_option(arch.name) {
+        if let Some((option, arches)) = args.arch.foreign_option(arch) {
             return Err(Error::ForeignOption { option, arches });
         }
         // The hypervisor console exists only where it is the default.
@@ -220,7 +220,7 @@ impl VmConfig {
         if !valid_name(&name) {
             return Err(Error::BadName);
         }
-        let virtio = crate::virtio::setup::VirtioConfig::from_args(args, arch.name, console)?;
+        let virtio = crate::virtio::setup::VirtioConfig::from_args(args, arch, console)?;
         let (kernel, kernel_found) = match (&args.kernel, host.kernel) {
             (Some(k), _) => (k.clone(), false),
             (None, Ok(found)) => (found, true),
@@ -416,31 +416,29 @@ mod tests {
             Error::Virtio(crate::virtio::setup::ConfigError::Share(_))
         ));
         assert_eq!(err(&["-k", "k", "--name", "a/b"]), Error::BadName);
-        let on = |a: &[&str], arch| {
-            let arch = crate::arch::info(arch).unwrap();
-            VmConfig::from_args_on(&run_args(a), host(1), arch)
-        };
+        use crate::arch::{AARCH64, POWERPC64, X86_64};
+        let on = |a: &[&str], arch| VmConfig::from_args_on(&run_args(a), host(1), arch);
         assert_eq!(
-            on(&["-k", "k", "--pmu"], "x86_64").unwrap_err(),
+            on(&["-k", "k", "--pmu"], &X86_64).unwrap_err(),
             Error::ForeignOption {
                 option: "--pmu",
                 arches: "arm64"
             }
         );
-        assert!(on(&["-k", "k", "--pmu"], "aarch64").unwrap().arch.pmu);
+        assert!(on(&["-k", "k", "--pmu"], &AARCH64).unwrap().arch.arm64.pmu);
         assert_eq!(
-            on(&["-k", "k"], "powerpc64").unwrap().console,
+            on(&["-k", "k"], &POWERPC64).unwrap().console,
             ConsoleKind::Hv
         );
         assert_eq!(
-            on(&["-k", "k"], "x86_64").unwrap().console,
+            on(&["-k", "k"], &X86_64).unwrap().console,
             ConsoleKind::Serial
         );
         assert_eq!(
-            on(&["-k", "k", "--console", "serial"], "powerpc64").unwrap_err(),
+            on(&["-k", "k", "--console", "serial"], &POWERPC64).unwrap_err(),
             Error::ConsoleSerialNotHere
         );
-        assert!(on(&["-k", "k", "--mmu", "hash"], "powerpc64").is_ok());
+        assert!(on(&["-k", "k", "--mmu", "hash"], &POWERPC64).is_ok());
         assert_eq!(
             err(&["-k", "k", "-d", "x.img", "--hostfs-rw"]),
             Error::Virtio(crate::virtio::setup::ConfigError::NoHostfs)
@@ -562,7 +560,7 @@ mod tests {
             c.cmdline("console=ttyS0").unwrap_err(),
             Error::CmdlineTooLong {
                 len: 1037,
-                arch: "riscv64",
+                arch: crate::arch::RISCV64.display,
                 max: 1023
             }
         );

@@ -6,7 +6,7 @@
 //! Setting the routing table replaces all of it, including the routes
 //! KVM installs by default, so the router re-states the architecture's
 //! defaults (x86's PIC and IOAPIC pins, without which `KVM_IRQ_LINE`
-//! stops working there) in front of the MSI routes every time.
+//! stops working there; each architecture states its own) in front of the MSI routes every time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -166,36 +166,6 @@ impl Drop for MsiIrqfd {
     }
 }
 
-/// x86's default routes: ISA IRQs 0-15 on both PICs and the IOAPIC, 16-23
-/// on the IOAPIC (KVM's own defaults, which a new table must repeat).
-pub fn x86_default_routes() -> Vec<(u32, GsiRoute)> {
-    const PIC_MASTER: u32 = 0;
-    const PIC_SLAVE: u32 = 1;
-    const IOAPIC: u32 = 2;
-    let mut routes = Vec::new();
-    for gsi in 0..24 {
-        routes.push((
-            gsi,
-            GsiRoute::Irqchip {
-                chip: IOAPIC,
-                pin: gsi,
-            },
-        ));
-        if gsi < 16 {
-            let chip = if gsi < 8 { PIC_MASTER } else { PIC_SLAVE };
-            routes.push((gsi, GsiRoute::Irqchip { chip, pin: gsi % 8 }));
-        }
-    }
-    routes
-}
-
-/// RISC-V AIA's default routes: source N of the APLIC as GSI N.
-pub fn aia_default_routes(sources: u32) -> Vec<(u32, GsiRoute)> {
-    (1..=sources)
-        .map(|pin| (pin, GsiRoute::Irqchip { chip: 0, pin }))
-        .collect()
-}
-
 #[cfg(test)]
 pub mod testing {
     use super::*;
@@ -239,7 +209,10 @@ mod tests {
     #[test]
     fn routes_keep_the_defaults_and_follow_the_vectors() {
         let vm = Arc::new(FakeTable::default());
-        let router = MsiRouter::new(vm.clone(), x86_default_routes(), false);
+        let defaults: Vec<(u32, GsiRoute)> = (0..40)
+            .map(|pin| (pin, GsiRoute::Irqchip { chip: 0, pin }))
+            .collect();
+        let router = MsiRouter::new(vm.clone(), defaults, false);
         let mut a = router.vector().unwrap();
         let mut b = router.vector().unwrap();
         assert_eq!((a.gsi(), b.gsi()), (256, 257));
@@ -250,11 +223,7 @@ mod tests {
             let tables = vm.tables.lock().unwrap();
             assert_eq!(tables.len(), 2);
             let last = tables.last().unwrap();
-            assert_eq!(
-                last.len(),
-                40 + 2,
-                "24 IOAPIC + 16 PIC defaults, then the MSIs"
-            );
+            assert_eq!(last.len(), 40 + 2, "the defaults, then the MSIs");
             assert_eq!(
                 last[40],
                 (
@@ -290,15 +259,5 @@ mod tests {
         );
         router.next.store(MAX_GSI, Ordering::SeqCst);
         assert!(matches!(router.vector(), Err(Error::Exhausted(_))));
-    }
-
-    #[test]
-    fn x86_defaults_match_kvms() {
-        let d = x86_default_routes();
-        assert_eq!(d.len(), 40);
-        assert!(d.contains(&(2, GsiRoute::Irqchip { chip: 0, pin: 2 })));
-        assert!(d.contains(&(12, GsiRoute::Irqchip { chip: 1, pin: 4 })));
-        assert!(d.contains(&(23, GsiRoute::Irqchip { chip: 2, pin: 23 })));
-        assert!(!d.contains(&(20, GsiRoute::Irqchip { chip: 1, pin: 4 })));
     }
 }

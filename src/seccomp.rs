@@ -454,7 +454,7 @@ fn table() -> &'static [(&'static str, i64)] {
         SYS_prlimit64,
     ];
     cfg_if::cfg_if! {
-        if #[cfg(any(target_arch = "x86_64", target_arch = "powerpc64"))] {
+        if #[cfg(any(x86, powerpc))] {
             // The older calls these two still have; glibc uses some.
             const OLD: &[(&str, i64)] = calls![
                 SYS_epoll_wait, SYS_poll, SYS_open, SYS_stat, SYS_lstat, SYS_renameat,
@@ -547,7 +547,7 @@ pub fn program(kind: Kind, m: Mode) -> Result<BpfProgram, Error> {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "powerpc64")] {
+    if #[cfg(powerpc)] {
         fn build(nrs: &[i64], m: Mode) -> Result<BpfProgram, String> {
             ppc64::program(nrs, m)
         }

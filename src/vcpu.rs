@@ -8,41 +8,6 @@ use crate::bus::Bus;
 use crate::control::{GuestExit, VmControl};
 use crate::kvm::{SystemEvent, Vcpu, VcpuExit, VcpuKicker};
 
-/// Exits only some architectures have, answered by the architecture.
-pub trait ArchExits: Send + Sync {
-    /// A RISC-V SBI call: returns (a0, a1) and whether the VM ends.
-    fn sbi(
-        &self,
-        _vcpu: u32,
-        ext: u64,
-        func: u64,
-        _args: &[u64; 6],
-    ) -> ([u64; 2], Option<GuestExit>) {
-        log::debug!("SBI extension {ext:#x} function {func:#x} on an architecture without SBI");
-        // SBI_ERR_NOT_SUPPORTED
-        ([(-2i64) as u64, 0], None)
-    }
-
-    /// A PowerPC PAPR hypercall: returns r3 and whether the VM ends;
-    /// extra results go into `args` (r4..).
-    fn hcall(&self, _vcpu: u32, nr: u64, _args: &mut [u64; 9]) -> (u64, Option<GuestExit>) {
-        log::debug!("hcall {nr:#x} on an architecture without hcalls");
-        // H_FUNCTION
-        ((-2i64) as u64, None)
-    }
-
-    /// A RISC-V CSR access: returns the value read.
-    fn csr(&self, _vcpu: u32, csr: u64, _new_value: u64, _write_mask: u64) -> u64 {
-        log::debug!("unhandled CSR {csr:#x} access; reads as 0");
-        0
-    }
-}
-
-/// For architectures with nothing to add.
-pub struct NoArchExits;
-
-impl ArchExits for NoArchExits {}
-
 /// What a vCPU thread needs besides its vCPU.
 #[derive(Clone)]
 pub struct VcpuContext {
@@ -53,7 +18,8 @@ pub struct VcpuContext {
     pub debug_mmio: bool,
     /// Formats the vCPU's registers for crash reports.
     pub dump: Arc<dyn Fn(&Vcpu) -> String + Send + Sync>,
-    pub arch: Arc<dyn ArchExits>,
+    /// Answers the architecture's own exits.
+    pub exits: Arc<crate::arch::HostExits>,
 }
 
 /// The outcome of one exit, without borrows of the vCPU.
@@ -188,30 +154,7 @@ fn handle(id: u32, exit: VcpuExit<'_>, ctx: &VcpuContext) -> Step {
             Step::Continue
         }
         VcpuExit::Interrupted => Step::Kicked,
-        VcpuExit::Sbi {
-            ext,
-            func,
-            args,
-            ret,
-        } => {
-            let (reply, end) = ctx.arch.sbi(id, ext, func, &args);
-            *ret = reply;
-            end.map_or(Step::Continue, Step::End)
-        }
-        VcpuExit::Hcall { nr, args, ret } => {
-            let (value, end) = ctx.arch.hcall(id, nr, args);
-            *ret = value;
-            end.map_or(Step::Continue, Step::End)
-        }
-        VcpuExit::Csr {
-            csr,
-            new_value,
-            write_mask,
-            ret,
-        } => {
-            *ret = ctx.arch.csr(id, csr, new_value, write_mask);
-            Step::Continue
-        }
+        VcpuExit::Arch(exit) => ctx.exits.handle(id, exit).map_or(Step::Continue, Step::End),
         VcpuExit::Hlt => Step::Continue,
         VcpuExit::SystemEvent(SystemEvent::Shutdown) => Step::End(GuestExit::PowerOff),
         VcpuExit::SystemEvent(SystemEvent::Reset) => Step::End(GuestExit::Reset),
@@ -272,7 +215,7 @@ mod tests {
             debug_ioport: true,
             debug_mmio: true,
             dump: Arc::new(|_| String::new()),
-            arch: Arc::new(NoArchExits),
+            exits: Arc::new(crate::arch::NoExits),
         };
         (ctx, dev)
     }
@@ -370,66 +313,5 @@ mod tests {
             handle(0, VcpuExit::SystemEvent(SystemEvent::Other(9)), &ctx),
             Step::Continue
         );
-    }
-
-    #[test]
-    fn sbi_and_csr_exits_are_answered_by_the_architecture() {
-        struct PowerOffOnSbi;
-        impl ArchExits for PowerOffOnSbi {
-            fn sbi(
-                &self,
-                _: u32,
-                ext: u64,
-                _: u64,
-                args: &[u64; 6],
-            ) -> ([u64; 2], Option<GuestExit>) {
-                ([ext, args[0]], Some(GuestExit::PowerOff))
-            }
-            fn csr(&self, _: u32, csr: u64, _: u64, _: u64) -> u64 {
-                csr + 1
-            }
-        }
-        let (mut ctx, _) = ctx();
-        let mut ret = [9u64; 2];
-        let step = handle(
-            0,
-            VcpuExit::Sbi {
-                ext: 0x10,
-                func: 0,
-                args: [7; 6],
-                ret: &mut ret,
-            },
-            &ctx,
-        );
-        assert_eq!(
-            ret,
-            [(-2i64) as u64, 0],
-            "no SBI without an architecture that has it"
-        );
-        assert_eq!(step, Step::Continue);
-        ctx.arch = Arc::new(PowerOffOnSbi);
-        let step = handle(
-            0,
-            VcpuExit::Sbi {
-                ext: 0x10,
-                func: 0,
-                args: [7; 6],
-                ret: &mut ret,
-            },
-            &ctx,
-        );
-        assert_eq!((ret, step), ([0x10, 7], Step::End(GuestExit::PowerOff)));
-        let mut value = 0;
-        handle(
-            0,
-            VcpuExit::Csr {
-                csr: 0x15,
-                new_value: 0,
-                write_mask: 0,
-                ret: &mut value,
-            },
-            &ctx,
-        );
-        assert_eq!(value, 0x16);
     }
 }

@@ -187,8 +187,6 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     phases.mark("creating vCPUs");
 
     log::debug!("kernel command line: {cmdline}");
-    // `Boot` is `()` for architectures whose port has not landed yet.
-    #[allow(clippy::let_unit_value)]
     let boot = arch
         .load(
             ram.memory(),
@@ -248,7 +246,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
         debug_ioport: cfg.debug_ioport,
         debug_mmio: cfg.debug_mmio,
         dump: Arc::new(move |v| dump_arch.dump_vcpu(v)),
-        arch: platform.exits.clone(),
+        exits: platform.exits.clone(),
     };
 
     // Termination signals are taken through a signalfd by the main loop;

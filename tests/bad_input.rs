@@ -2,7 +2,7 @@
 //! on stderr naming the problem, nothing on stdout, and a non-zero exit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg(target_arch = "x86_64")]
+#![cfg(x86)]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! stale sockets, duplicate names, and a client that sends garbage.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg(target_arch = "x86_64")]
+#![cfg(x86)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! ways a VM ends. The guests are assembled from `tests/guests/*.s`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg(target_arch = "x86_64")]
+#![cfg(x86)]
 
 mod common;
 

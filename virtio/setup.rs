@@ -15,7 +15,7 @@ use super::mmio::{self, MmioTransport};
 use super::net::{Net, NetSpec};
 use super::p9::{ShareSpec, Virtio9p};
 use super::pci::{self, VirtioPci};
-use crate::arch::Platform;
+use crate::arch::{ArchInfo, Platform};
 use crate::cli::{ConsoleKind, RunArgs};
 use crate::fdt::DeviceNode;
 use crate::hw::pci::{PciMmioWindow, PciRoot};
@@ -56,10 +56,10 @@ pub enum ConfigError {
 }
 
 impl Transport {
-    pub fn parse(s: &str, arch: &str) -> Result<Self, ConfigError> {
+    pub fn parse(s: &str, arch: &ArchInfo) -> Result<Self, ConfigError> {
         match s {
             "pci" => Ok(Transport::Pci),
-            "mmio" if matches!(arch, "aarch64" | "riscv64") => Ok(Transport::Mmio),
+            "mmio" if arch.virtio_mmio => Ok(Transport::Mmio),
             "mmio" => Err(ConfigError::MmioNotHere),
             "pci-legacy" | "mmio-legacy" => Err(ConfigError::Legacy(s.to_string())),
             _ => Err(ConfigError::UnknownTransport(s.to_string())),
@@ -106,7 +106,7 @@ fn net_specs(args: &[String], nodefaults: bool) -> Result<Vec<NetSpec>, ConfigEr
 impl VirtioConfig {
     pub fn from_args(
         args: &RunArgs,
-        arch: &str,
+        arch: &ArchInfo,
         console: ConsoleKind,
     ) -> Result<Self, ConfigError> {
         let disks: Vec<DiskSpec> = args
@@ -490,23 +490,24 @@ mod tests {
 
     #[test]
     fn transports_parse_per_architecture() {
-        assert_eq!(Transport::parse("pci", "x86_64"), Ok(Transport::Pci));
-        assert_eq!(Transport::parse("mmio", "aarch64"), Ok(Transport::Mmio));
-        assert_eq!(Transport::parse("mmio", "riscv64"), Ok(Transport::Mmio));
+        use crate::arch::{AARCH64, POWERPC64, RISCV64, X86_64};
+        assert_eq!(Transport::parse("pci", &X86_64), Ok(Transport::Pci));
+        assert_eq!(Transport::parse("mmio", &AARCH64), Ok(Transport::Mmio));
+        assert_eq!(Transport::parse("mmio", &RISCV64), Ok(Transport::Mmio));
         assert_eq!(
-            Transport::parse("mmio", "x86_64"),
+            Transport::parse("mmio", &X86_64),
             Err(ConfigError::MmioNotHere)
         );
         assert_eq!(
-            Transport::parse("mmio", "powerpc64"),
+            Transport::parse("mmio", &POWERPC64),
             Err(ConfigError::MmioNotHere)
         );
         assert_eq!(
-            Transport::parse("pci-legacy", "x86_64"),
+            Transport::parse("pci-legacy", &X86_64),
             Err(ConfigError::Legacy("pci-legacy".into()))
         );
         assert_eq!(
-            Transport::parse("virtio", "x86_64"),
+            Transport::parse("virtio", &X86_64),
             Err(ConfigError::UnknownTransport("virtio".into()))
         );
     }

@@ -10,7 +10,8 @@ use super::mptable::PciIrq;
 use crate::arch::Platform;
 use crate::hw::pci::PciRoot;
 use crate::irq::{IrqChip, IrqLine, MsiSink, RoutedMsi, Trigger};
-use crate::msi::{x86_default_routes, MsiRouter};
+use crate::kvm::GsiRoute;
+use crate::msi::MsiRouter;
 use crate::virtio::setup::{self, PciHostBuilder, Transport};
 
 pub const PCI_MEM_BASE: u64 = MMIO_HOLE_START;
@@ -39,7 +40,7 @@ pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Err
     // MSI-X vectors go through irqfds routed to their messages.
     let msi: Arc<dyn MsiSink> = Arc::new(RoutedMsi {
         vm: p.vm.clone(),
-        router: MsiRouter::new(p.vm.clone(), x86_default_routes(), false),
+        router: MsiRouter::new(p.vm.clone(), default_routes(), false),
         with_devid: false,
     });
     let mut host = PciHostBuilder::new(PCI_MEM_BASE, PCI_MEM_SIZE);
@@ -60,4 +61,42 @@ pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Err
     }
     let (root, _) = host.finish(p)?;
     Ok((root, irqs))
+}
+
+/// x86's default routes: ISA IRQs 0-15 on both PICs and the IOAPIC, 16-23
+/// on the IOAPIC (KVM's own defaults, which a new table must repeat).
+fn default_routes() -> Vec<(u32, GsiRoute)> {
+    const PIC_MASTER: u32 = 0;
+    const PIC_SLAVE: u32 = 1;
+    const IOAPIC: u32 = 2;
+    let mut routes = Vec::new();
+    for gsi in 0..24 {
+        routes.push((
+            gsi,
+            GsiRoute::Irqchip {
+                chip: IOAPIC,
+                pin: gsi,
+            },
+        ));
+        if gsi < 16 {
+            let chip = if gsi < 8 { PIC_MASTER } else { PIC_SLAVE };
+            routes.push((gsi, GsiRoute::Irqchip { chip, pin: gsi % 8 }));
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_defaults_match_kvms() {
+        let d = default_routes();
+        assert_eq!(d.len(), 40);
+        assert!(d.contains(&(2, GsiRoute::Irqchip { chip: 0, pin: 2 })));
+        assert!(d.contains(&(12, GsiRoute::Irqchip { chip: 1, pin: 4 })));
+        assert!(d.contains(&(23, GsiRoute::Irqchip { chip: 2, pin: 23 })));
+        assert!(!d.contains(&(20, GsiRoute::Irqchip { chip: 1, pin: 4 })));
+    }
 }

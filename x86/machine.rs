@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_segment, CpuId, Msrs,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 
 use super::cpuid::{self, CpuidEntry};
@@ -33,12 +33,8 @@ use crate::term::{ConsoleOut, ConsoleSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} failed: {source}")]
-    Kvm {
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Kvm(#[from] crate::kvm::Error),
     #[error(transparent)]
     Kernel(#[from] kernel::Error),
     #[error("cannot place a device: {0}")]
@@ -49,13 +45,6 @@ pub enum Error {
     Msrs { done: usize, total: usize },
     #[error("building the CPUID table for KVM: {0}")]
     Cpuid(String),
-}
-
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
-    move |e| Error::Kvm {
-        op,
-        source: std::io::Error::from_raw_os_error(e.errno()),
-    }
 }
 
 pub struct X86 {
@@ -124,9 +113,7 @@ impl X86 {
             })
             .collect();
         let cpuid = CpuId::from_entries(&raw).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
-        vcpu.fd()
-            .set_cpuid2(&cpuid)
-            .map_err(kvm_err("KVM_SET_CPUID2"))
+        Ok(vcpu.set_cpuid(&cpuid)?)
     }
 
     fn set_msrs(vcpu: &Vcpu) -> Result<(), Error> {
@@ -151,7 +138,7 @@ impl X86 {
             })
             .collect();
         let msrs = Msrs::from_entries(&entries).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
-        let done = vcpu.fd().set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        let done = vcpu.set_msrs(&msrs)?;
         if done < entries.len() {
             // KVM stops at the first MSR it rejects. Some backends (PVM)
             // refuse a few of these; none is needed to boot, so log it.
@@ -171,11 +158,11 @@ impl X86 {
             mxcsr: 0x1f80,
             ..Default::default()
         };
-        vcpu.fd().set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))
+        Ok(vcpu.set_fpu(&fpu)?)
     }
 
     fn set_lint(vcpu: &Vcpu) -> Result<(), Error> {
-        let mut lapic = vcpu.fd().get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+        let mut lapic = vcpu.lapic()?;
         for (reg, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
             let mut raw = [0u8; 4];
             for (i, b) in raw.iter_mut().enumerate() {
@@ -186,15 +173,13 @@ impl X86 {
                 lapic.regs[reg + i] = *b as _;
             }
         }
-        vcpu.fd()
-            .set_lapic(&lapic)
-            .map_err(kvm_err("KVM_SET_LAPIC"))
+        Ok(vcpu.set_lapic(&lapic)?)
     }
 
     /// A flat binary starts in the real mode KVM resets a vCPU to, with
     /// every segment at `cs`.
     fn set_real_mode(vcpu: &Vcpu, cs: u16, ip: u16, sp: u16) -> Result<(), Error> {
-        let mut sregs = vcpu.fd().get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        let mut sregs = vcpu.sregs()?;
         for seg in [
             &mut sregs.cs,
             &mut sregs.ds,
@@ -206,9 +191,7 @@ impl X86 {
             seg.selector = cs;
             seg.base = u64::from(cs) << 4;
         }
-        vcpu.fd()
-            .set_sregs(&sregs)
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_sregs(&sregs)?;
         let regs = kvm_regs {
             rip: u64::from(ip),
             rsp: u64::from(sp),
@@ -216,7 +199,7 @@ impl X86 {
             rflags: 0x2,
             ..Default::default()
         };
-        vcpu.fd().set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+        Ok(vcpu.set_regs(&regs)?)
     }
 
     fn set_boot_registers(vcpu: &Vcpu, plan: &BootPlan) -> Result<(), Error> {
@@ -242,7 +225,7 @@ impl X86 {
         regs.rflags = 0x2;
         regs.rsp = BOOT_STACK_TOP;
         regs.rbp = BOOT_STACK_TOP;
-        let mut sregs = vcpu.fd().get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        let mut sregs = vcpu.sregs()?;
         let code = kvm_segment(&boot.code);
         let data = kvm_segment(&boot.data);
         sregs.cs = code;
@@ -262,16 +245,15 @@ impl X86 {
         sregs.cr3 = boot.cr3;
         sregs.cr4 = boot.cr4;
         sregs.efer = boot.efer;
-        vcpu.fd()
-            .set_sregs(&sregs)
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu.fd().set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+        vcpu.set_sregs(&sregs)?;
+        Ok(vcpu.set_regs(&regs)?)
     }
 }
 
 impl Arch for X86 {
     type Error = Error;
     type Boot = BootPlan;
+    type Exit<'a> = crate::arch::NoExit;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         Ok(X86 {
@@ -298,22 +280,10 @@ impl Arch for X86 {
     }
 
     fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
-        vm.fd()
-            .set_tss_address(TSS_ADDR as usize)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.fd()
-            .create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        vm.fd()
-            .create_pit2(kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            })
-            .map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        let cpuid = kvm
-            .fd()
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        vm.set_tss_address(TSS_ADDR)?;
+        vm.create_irqchip()?;
+        vm.create_pit2(KVM_PIT_SPEAKER_DUMMY)?;
+        let cpuid = kvm.supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
         self.supported_cpuid = cpuid
             .as_slice()
             .iter()
@@ -412,12 +382,12 @@ impl Arch for X86 {
     }
 
     fn inject_nmi(&self, vcpu: &Vcpu) -> Result<(), String> {
-        vcpu.fd().nmi().map_err(|e| format!("KVM_NMI failed: {e}"))
+        vcpu.nmi().map_err(|e| e.to_string())
     }
 
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
         let mut out = String::new();
-        match vcpu.fd().get_regs() {
+        match vcpu.regs() {
             Ok(r) => {
                 let _ = write!(
                     out,
@@ -450,7 +420,7 @@ impl Arch for X86 {
                 let _ = writeln!(out, "registers unavailable: {e}");
             }
         }
-        match vcpu.fd().get_sregs() {
+        match vcpu.sregs() {
             Ok(s) => {
                 let _ = write!(
                     out,

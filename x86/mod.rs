@@ -13,9 +13,9 @@ pub mod mptable;
 pub mod pvh;
 pub mod regs;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86)]
 mod machine;
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86)]
 pub use machine::X86;
 
 /// kvmtool's x86 defaults, minus `noapic` (lkvm describes the IOAPIC in its

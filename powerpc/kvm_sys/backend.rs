@@ -310,7 +310,7 @@ impl Vm {
     }
 
     /// `KVM_CREATE_DEVICE`.
-    pub fn create_device(&self, kind: u32) -> Result<OwnedFd> {
+    pub fn create_device(&self, kind: u32) -> Result<Device> {
         let mut dev = KvmCreateDevice {
             kind,
             fd: 0,
@@ -320,20 +320,44 @@ impl Vm {
         let rc = unsafe { ioctl_with_mut_ref(&self.fd, KVM_CREATE_DEVICE as _, &mut dev) };
         check(rc, "KVM_CREATE_DEVICE")?;
         // SAFETY: on success `dev.fd` is a new fd we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(dev.fd as RawFd) })
+        let fd = unsafe { OwnedFd::from_raw_fd(dev.fd as RawFd) };
+        Ok(Device { fd })
     }
+}
 
-    /// `KVM_SET_DEVICE_ATTR` on a device fd, `value` passed by reference.
-    pub fn set_device_attr(&self, dev: &OwnedFd, group: u32, attr: u64, value: u64) -> Result<()> {
+/// A device KVM emulates (the XICS), configured through its attributes:
+/// the same shape as the kvm-ioctls backend's.
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+}
+
+impl Device {
+    /// `KVM_SET_DEVICE_ATTR`: `addr` is where in lkvm's memory the value
+    /// is. `op` names the attribute in errors.
+    pub fn set_attr(&self, op: &'static str, group: u32, attr: u64, addr: u64) -> Result<()> {
         let arg = KvmDeviceAttr {
             flags: 0,
             group,
             attr,
-            addr: &value as *const u64 as u64,
+            addr,
         };
-        // SAFETY: the attribute points at `value`, alive across the call.
-        let rc = unsafe { ioctl_with_ref(dev, KVM_SET_DEVICE_ATTR as _, &arg) };
-        check(rc, "KVM_SET_DEVICE_ATTR").map(|_| ())
+        // SAFETY: the attribute struct lives across the call; the value it
+        // points at is the caller's, alive across the call too.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_SET_DEVICE_ATTR as _, &arg) };
+        check(rc, op).map(|_| ())
+    }
+
+    /// Sets an attribute whose value is a `u64` in lkvm's memory.
+    pub fn set_attr_u64(&self, op: &'static str, group: u32, attr: u64, value: u64) -> Result<()> {
+        self.set_attr(op, group, attr, std::ptr::addr_of!(value) as u64)
+    }
+
+    /// The device's fd number, for the ioctls that name a device by it
+    /// (`KVM_CAP_IRQ_XICS`).
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
     }
 }
 
@@ -355,8 +379,14 @@ impl Vcpu {
         self.id
     }
 
-    pub fn fd(&self) -> &File {
-        &self.fd
+    /// A second fd on this vCPU, for the threads that only inject its
+    /// interrupts (`KVM_INTERRUPT`, asynchronous on PowerPC).
+    pub fn dup_fd(&self) -> Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        self.fd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))
     }
 
     fn immediate_exit(&self) -> *mut u8 {
@@ -416,17 +446,20 @@ impl Vcpu {
             }
             KVM_EXIT_PAPR_HCALL => {
                 let h = self.exit_member::<KvmRunPaprHcall>();
-                VcpuExit::Hcall {
+                VcpuExit::Arch(crate::powerpc::hcall::Hcall {
                     nr: h.nr,
                     args: &mut h.args,
                     ret: &mut h.ret,
-                }
+                })
             }
             KVM_EXIT_INTR => VcpuExit::Interrupted,
             KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
             KVM_EXIT_FAIL_ENTRY => {
-                let reason = *self.exit_member::<u64>();
-                VcpuExit::FailEntry { reason, cpu: 0 }
+                let f = *self.exit_member::<KvmRunFailEntry>();
+                VcpuExit::FailEntry {
+                    reason: f.hardware_entry_failure_reason,
+                    cpu: f.cpu,
+                }
             }
             KVM_EXIT_INTERNAL_ERROR => VcpuExit::InternalError {
                 suberror: *self.exit_member::<u32>(),

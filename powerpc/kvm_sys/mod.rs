@@ -8,7 +8,7 @@
 //! checked) on every host; the backend that issues the ioctls only on
 //! powerpc64.
 
-#[cfg(target_arch = "powerpc64")]
+#[cfg(powerpc)]
 pub mod backend;
 
 const IOC_NONE: u64 = 1;
@@ -371,8 +371,17 @@ pub struct KvmRunPaprHcall {
     pub args: [u64; 9],
 }
 
+/// The exit union's `fail_entry` member.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmRunFailEntry {
+    pub hardware_entry_failure_reason: u64,
+    pub cpu: u32,
+}
+
 // Layouts, as the uapi headers define them for 64-bit little-endian.
 const _: () = {
+    assert!(std::mem::size_of::<KvmRunFailEntry>() == 16);
     use std::mem::{offset_of, size_of};
     assert!(size_of::<KvmUserspaceMemoryRegion>() == 32);
     assert!(size_of::<KvmIrqLevel>() == 8);

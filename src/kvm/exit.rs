@@ -41,29 +41,9 @@ pub enum VcpuExit<'a> {
     },
     /// `KVM_RUN` returned early because of a signal or `immediate_exit`.
     Interrupted,
-    /// RISC-V: an SBI call KVM forwards to userspace; the reply goes in
-    /// `ret` (a0, a1).
-    Sbi {
-        ext: u64,
-        func: u64,
-        args: [u64; 6],
-        ret: &'a mut [u64; 2],
-    },
-    /// PowerPC: a PAPR hypercall KVM forwards (`sc 1`): `nr` is r3, `args`
-    /// r4..r12 (hcalls return values in them too), `ret` goes to r3.
-    Hcall {
-        nr: u64,
-        args: &'a mut [u64; 9],
-        ret: &'a mut u64,
-    },
-    /// RISC-V: a CSR access KVM forwards (`seed`); the value read goes in
-    /// `ret`.
-    Csr {
-        csr: u64,
-        new_value: u64,
-        write_mask: u64,
-        ret: &'a mut u64,
-    },
+    /// An exit only this architecture has (RISC-V SBI, PowerPC hcalls),
+    /// answered by the architecture's [`crate::arch::ExitHandler`].
+    Arch(crate::arch::HostExit<'a>),
     /// Any other exit reason, by number.
     Other(u32),
 }

@@ -15,9 +15,9 @@ use super::{
 
 const KVM_EXIT_IO_OUT: u8 = 1;
 const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 const KVM_EXIT_RISCV_SBI: u32 = 35;
-#[cfg(target_arch = "riscv64")]
+#[cfg(riscv)]
 const KVM_EXIT_RISCV_CSR: u32 = 36;
 
 fn errno(e: kvm_ioctls::Error) -> io::Error {
@@ -71,9 +71,53 @@ impl Kvm {
         Ok(Vm { fd })
     }
 
-    /// The raw kvm-ioctls handle, for architecture code.
-    pub fn fd(&self) -> &KvmFd {
-        &self.fd
+    /// The CPUID leaves KVM can give guests (`KVM_GET_SUPPORTED_CPUID`).
+    #[cfg(x86)]
+    pub fn supported_cpuid(&self, max_entries: usize) -> Result<kvm_bindings::CpuId> {
+        self.fd
+            .get_supported_cpuid(max_entries)
+            .map_err(|e| Error::ioctl("KVM_GET_SUPPORTED_CPUID", errno(e)))
+    }
+}
+
+/// A device KVM emulates (vGIC, ITS, AIA, XICS), configured through its
+/// attributes.
+#[derive(Debug)]
+pub struct Device {
+    fd: kvm_ioctls::DeviceFd,
+}
+
+impl Device {
+    /// `KVM_SET_DEVICE_ATTR`: `addr` is where in lkvm's memory the value
+    /// is, or the value itself for attributes that take none (as KVM
+    /// defines per attribute). `op` names the attribute in errors.
+    pub fn set_attr(&self, op: &'static str, group: u32, attr: u64, addr: u64) -> Result<()> {
+        let a = kvm_bindings::kvm_device_attr {
+            flags: 0,
+            group,
+            attr,
+            addr,
+        };
+        self.fd
+            .set_device_attr(&a)
+            .map_err(|e| Error::ioctl(op, errno(e)))
+    }
+
+    /// Sets an attribute whose value is a `u64` in lkvm's memory.
+    pub fn set_attr_u64(&self, op: &'static str, group: u32, attr: u64, value: u64) -> Result<()> {
+        self.set_attr(op, group, attr, std::ptr::addr_of!(value) as u64)
+    }
+
+    /// Sets an attribute whose value is a `u32` in lkvm's memory.
+    pub fn set_attr_u32(&self, op: &'static str, group: u32, attr: u64, value: u32) -> Result<()> {
+        self.set_attr(op, group, attr, std::ptr::addr_of!(value) as u64)
+    }
+
+    /// The device's fd number, for the ioctls that name a device by it
+    /// (`KVM_CAP_IRQ_XICS`).
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
     }
 }
 
@@ -242,9 +286,90 @@ impl Vm {
         Ok(Vcpu { fd, id })
     }
 
-    /// The raw kvm-ioctls handle, for architecture code.
-    pub fn fd(&self) -> &VmFd {
-        &self.fd
+    /// Creates a KVM device of `kind` (`KVM_DEV_TYPE_*`).
+    pub fn create_device(&self, kind: u32) -> Result<Device> {
+        let mut dev = kvm_bindings::kvm_create_device {
+            type_: kind,
+            fd: 0,
+            flags: 0,
+        };
+        let fd = self
+            .fd
+            .create_device(&mut dev)
+            .map_err(|e| Error::ioctl("KVM_CREATE_DEVICE", errno(e)))?;
+        Ok(Device { fd })
+    }
+
+    /// Whether KVM could create a device of `kind` (`KVM_CREATE_DEVICE_TEST`).
+    pub fn can_create_device(&self, kind: u32) -> bool {
+        let mut dev = kvm_bindings::kvm_create_device {
+            type_: kind,
+            fd: 0,
+            flags: kvm_bindings::KVM_CREATE_DEVICE_TEST,
+        };
+        match self.fd.create_device(&mut dev) {
+            Ok(fd) => {
+                // A test creates nothing and leaves `fd` at 0, but
+                // kvm-ioctls still wraps it: dropping that handle would
+                // close lkvm's stdin.
+                std::mem::forget(fd);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The vCPU target KVM prefers on this host (`KVM_ARM_PREFERRED_TARGET`).
+    #[cfg(arm64)]
+    pub fn preferred_target(&self) -> Result<kvm_bindings::kvm_vcpu_init> {
+        let mut kvi = kvm_bindings::kvm_vcpu_init::default();
+        self.fd
+            .get_preferred_target(&mut kvi)
+            .map_err(|e| Error::ioctl("KVM_ARM_PREFERRED_TARGET", errno(e)))?;
+        Ok(kvi)
+    }
+
+    /// The out-of-tree `KVM_ARM_ASYNC_PF_COMMAND` on the VM fd.
+    #[cfg(arm64)]
+    pub fn async_pf_command(
+        &self,
+        cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
+    ) -> io::Result<()> {
+        async_pf_ioctl(&self.fd, cmd)
+    }
+
+    /// The in-kernel PIC and IOAPIC (`KVM_CREATE_IRQCHIP`).
+    #[cfg(x86)]
+    pub fn create_irqchip(&self) -> Result<()> {
+        self.fd
+            .create_irq_chip()
+            .map_err(|e| Error::ioctl("KVM_CREATE_IRQCHIP", errno(e)))
+    }
+
+    /// The in-kernel PIT (`KVM_CREATE_PIT2`) with `flags`.
+    #[cfg(x86)]
+    pub fn create_pit2(&self, flags: u32) -> Result<()> {
+        let pit = kvm_bindings::kvm_pit_config {
+            flags,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(pit)
+            .map_err(|e| Error::ioctl("KVM_CREATE_PIT2", errno(e)))
+    }
+
+    /// Where KVM puts the TSS real-mode emulation needs (`KVM_SET_TSS_ADDR`).
+    #[cfg(x86)]
+    pub fn set_tss_address(&self, addr: u64) -> Result<()> {
+        let addr = usize::try_from(addr).map_err(|_| {
+            Error::ioctl(
+                "KVM_SET_TSS_ADDR",
+                io::Error::from_raw_os_error(libc::EINVAL),
+            )
+        })?;
+        self.fd
+            .set_tss_address(addr)
+            .map_err(|e| Error::ioctl("KVM_SET_TSS_ADDR", errno(e)))
     }
 }
 
@@ -304,29 +429,29 @@ impl Vcpu {
         let run = self.fd.get_kvm_run();
         Ok(match decoded {
             Decoded::Ready(exit) => exit,
-            #[cfg(target_arch = "riscv64")]
+            #[cfg(riscv)]
             Decoded::Raw(KVM_EXIT_RISCV_SBI) => {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so the kernel
                 // filled the `riscv_sbi` member of the union.
                 let sbi = unsafe { &mut run.__bindgen_anon_1.riscv_sbi };
-                VcpuExit::Sbi {
+                VcpuExit::Arch(crate::riscv::exit::Exit::Sbi {
                     ext: sbi.extension_id,
                     func: sbi.function_id,
                     args: sbi.args,
                     ret: &mut sbi.ret,
-                }
+                })
             }
-            #[cfg(target_arch = "riscv64")]
+            #[cfg(riscv)]
             Decoded::Raw(KVM_EXIT_RISCV_CSR) => {
                 // SAFETY: exit_reason is KVM_EXIT_RISCV_CSR, so the kernel
                 // filled the `riscv_csr` member of the union.
                 let csr = unsafe { &mut run.__bindgen_anon_1.riscv_csr };
-                VcpuExit::Csr {
+                VcpuExit::Arch(crate::riscv::exit::Exit::Csr {
                     csr: csr.csr_num,
                     new_value: csr.new_value,
                     write_mask: csr.write_mask,
                     ret: &mut csr.ret_value,
-                }
+                })
             }
             Decoded::Raw(n) => VcpuExit::Other(n),
             Decoded::Internal => {
@@ -379,14 +504,188 @@ impl Vcpu {
         })
     }
 
-    /// The raw kvm-ioctls handle, for architecture code.
-    pub fn fd(&self) -> &VcpuFd {
-        &self.fd
+    /// A 64-bit register (`KVM_GET_ONE_REG`).
+    pub fn get_one_reg(&self, id: u64) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.get_one_reg_bytes(id, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Sets a 64-bit register (`KVM_SET_ONE_REG`).
+    pub fn set_one_reg(&self, id: u64, value: u64) -> Result<()> {
+        self.set_one_reg_bytes(id, &value.to_le_bytes())
+    }
+
+    /// A register of any size, its bytes in `buf`.
+    pub fn get_one_reg_bytes(&self, id: u64, buf: &mut [u8]) -> Result<()> {
+        self.fd
+            .get_one_reg(id, buf)
+            .map(|_| ())
+            .map_err(|e| Error::ioctl("KVM_GET_ONE_REG", errno(e)))
+    }
+
+    /// Sets a register of any size from `buf`.
+    pub fn set_one_reg_bytes(&self, id: u64, buf: &[u8]) -> Result<()> {
+        self.fd
+            .set_one_reg(id, buf)
+            .map(|_| ())
+            .map_err(|e| Error::ioctl("KVM_SET_ONE_REG", errno(e)))
+    }
+
+    /// `KVM_SET_DEVICE_ATTR` on the vCPU (PMU, stolen time): as
+    /// [`Device::set_attr`].
+    #[cfg(arm64)]
+    pub fn set_device_attr(
+        &self,
+        op: &'static str,
+        group: u32,
+        attr: u64,
+        addr: u64,
+    ) -> Result<()> {
+        let a = kvm_bindings::kvm_device_attr {
+            flags: 0,
+            group,
+            attr,
+            addr,
+        };
+        self.fd
+            .set_device_attr(&a)
+            .map_err(|e| Error::ioctl(op, errno(e)))
+    }
+
+    /// A second fd on this vCPU, for a thread that only injects its
+    /// interrupts (`KVM_INTERRUPT`: RISC-V's userspace PLIC).
+    pub fn dup_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the vCPU fd stays open for the borrow, which only lives
+        // long enough to duplicate it.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) };
+        fd.try_clone_to_owned()
+            .map_err(|e| Error::ioctl("dup(vCPU fd)", e))
+    }
+
+    /// The vCPU's multiprocessing state (`KVM_GET_MP_STATE`).
+    #[cfg(any(x86, riscv))]
+    pub fn mp_state(&self) -> Result<u32> {
+        self.fd
+            .get_mp_state()
+            .map(|s| s.mp_state)
+            .map_err(|e| Error::ioctl("KVM_GET_MP_STATE", errno(e)))
+    }
+
+    /// Initialises the vCPU with `features` (`KVM_ARM_VCPU_INIT`).
+    #[cfg(arm64)]
+    pub fn vcpu_init(&self, kvi: &kvm_bindings::kvm_vcpu_init) -> Result<()> {
+        self.fd
+            .vcpu_init(kvi)
+            .map_err(|e| Error::ioctl("KVM_ARM_VCPU_INIT", errno(e)))
+    }
+
+    /// Freezes a configured feature (`KVM_ARM_VCPU_FINALIZE`).
+    #[cfg(arm64)]
+    pub fn vcpu_finalize(&self, feature: i32) -> Result<()> {
+        self.fd
+            .vcpu_finalize(&feature)
+            .map_err(|e| Error::ioctl("KVM_ARM_VCPU_FINALIZE", errno(e)))
+    }
+
+    /// The out-of-tree `KVM_ARM_ASYNC_PF_COMMAND` on this vCPU.
+    #[cfg(arm64)]
+    pub fn async_pf_command(
+        &self,
+        cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
+    ) -> io::Result<()> {
+        async_pf_ioctl(&self.fd, cmd)
+    }
+}
+
+/// x86's register files.
+#[cfg(x86)]
+impl Vcpu {
+    pub fn regs(&self) -> Result<kvm_bindings::kvm_regs> {
+        self.fd
+            .get_regs()
+            .map_err(|e| Error::ioctl("KVM_GET_REGS", errno(e)))
+    }
+
+    pub fn set_regs(&self, r: &kvm_bindings::kvm_regs) -> Result<()> {
+        self.fd
+            .set_regs(r)
+            .map_err(|e| Error::ioctl("KVM_SET_REGS", errno(e)))
+    }
+
+    pub fn sregs(&self) -> Result<kvm_bindings::kvm_sregs> {
+        self.fd
+            .get_sregs()
+            .map_err(|e| Error::ioctl("KVM_GET_SREGS", errno(e)))
+    }
+
+    pub fn set_sregs(&self, s: &kvm_bindings::kvm_sregs) -> Result<()> {
+        self.fd
+            .set_sregs(s)
+            .map_err(|e| Error::ioctl("KVM_SET_SREGS", errno(e)))
+    }
+
+    pub fn set_fpu(&self, f: &kvm_bindings::kvm_fpu) -> Result<()> {
+        self.fd
+            .set_fpu(f)
+            .map_err(|e| Error::ioctl("KVM_SET_FPU", errno(e)))
+    }
+
+    /// Sets MSRs; returns how many KVM took.
+    pub fn set_msrs(&self, msrs: &kvm_bindings::Msrs) -> Result<usize> {
+        self.fd
+            .set_msrs(msrs)
+            .map_err(|e| Error::ioctl("KVM_SET_MSRS", errno(e)))
+    }
+
+    pub fn lapic(&self) -> Result<kvm_bindings::kvm_lapic_state> {
+        self.fd
+            .get_lapic()
+            .map_err(|e| Error::ioctl("KVM_GET_LAPIC", errno(e)))
+    }
+
+    pub fn set_lapic(&self, l: &kvm_bindings::kvm_lapic_state) -> Result<()> {
+        self.fd
+            .set_lapic(l)
+            .map_err(|e| Error::ioctl("KVM_SET_LAPIC", errno(e)))
+    }
+
+    pub fn set_cpuid(&self, c: &kvm_bindings::CpuId) -> Result<()> {
+        self.fd
+            .set_cpuid2(c)
+            .map_err(|e| Error::ioctl("KVM_SET_CPUID2", errno(e)))
+    }
+
+    /// Injects an NMI (`KVM_NMI`).
+    pub fn nmi(&self) -> Result<()> {
+        self.fd.nmi().map_err(|e| Error::ioctl("KVM_NMI", errno(e)))
     }
 }
 
 impl Drop for Vcpu {
     fn drop(&mut self) {
         super::kick::unbind(&mut self.fd.get_kvm_run().immediate_exit);
+    }
+}
+
+/// `KVM_ARM_ASYNC_PF_COMMAND` (Gavin Shan's series, not in Linux) on a VM
+/// or vCPU fd.
+#[cfg(arm64)]
+fn async_pf_ioctl<F: std::os::fd::AsRawFd>(
+    fd: &F,
+    cmd: &mut crate::aarch64::asyncpf::AsyncPfCmd,
+) -> io::Result<()> {
+    use crate::aarch64::asyncpf::KVM_ARM_ASYNC_PF_COMMAND;
+    // SAFETY: KVM_ARM_ASYNC_PF_COMMAND reads and writes exactly one 16-byte
+    // `struct kvm_arm_async_pf_cmd`, which `cmd` is (size asserted at compile
+    // time) and which lives across the call. It is only issued once the VM
+    // reported KVM_CAP_ASYNC_PF_INT; elsewhere the kernel answers ENOTTY.
+    let rc =
+        unsafe { vmm_sys_util::ioctl::ioctl_with_mut_ref(fd, KVM_ARM_ASYNC_PF_COMMAND as _, cmd) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }

@@ -103,13 +103,10 @@ pub enum GsiRoute {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))] {
+    if #[cfg(any(x86, arm64, riscv))] {
         mod ioctls;
-        pub use ioctls::{Kvm, Vcpu, Vm};
-    } else if #[cfg(target_arch = "powerpc64")] {
-        pub use crate::powerpc::kvm_sys::backend::{Kvm, Vcpu, Vm};
+        pub use ioctls::{Device, Kvm, Vcpu, Vm};
     } else {
-        mod unsupported;
-        pub use unsupported::{Kvm, Vcpu, Vm};
+        pub use crate::powerpc::kvm_sys::backend::{Device, Kvm, Vcpu, Vm};
     }
 }
