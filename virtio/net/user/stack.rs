@@ -630,7 +630,7 @@ impl Stack {
     }
 
     /// Room for one more flow: the flow idle the longest goes.
-    fn make_room(&mut self, now: Instant) {
+    fn make_room(&mut self) {
         while self.flows.len() >= self.cfg.limits.max_flows.max(1) {
             let Some(oldest) = self
                 .flows
@@ -641,7 +641,7 @@ impl Stack {
                 return;
             };
             self.count(Counter::FlowsEvicted);
-            self.close_flow(oldest, now);
+            self.close_flow(oldest);
         }
     }
 
@@ -675,7 +675,7 @@ impl Stack {
     }
 
     /// Removes a flow; an open TCP flow is reset towards the guest first.
-    fn close_flow(&mut self, id: u64, now: Instant) {
+    fn close_flow(&mut self, id: u64) {
         let handle = match self.flows.get(&id).map(|f| &f.kind) {
             Some(Kind::Tcp(t)) => Some(t.handle),
             _ => None,
@@ -684,7 +684,7 @@ impl Stack {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
             if s.is_open() {
                 s.abort();
-                self.smol_poll(now);
+                self.smol_poll();
             }
         }
         self.remove_flow(id);
@@ -731,7 +731,7 @@ impl Stack {
                     }
                     Target::Invalid => return self.count(Counter::DropUnsupported),
                 };
-                self.make_room(now);
+                self.make_room();
                 let any: SocketAddr = match to {
                     SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
                     SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -816,7 +816,7 @@ impl Stack {
             }
             if !stale {
                 self.pipe.rx = Some(ip.packet.to_vec());
-                self.smol_poll(now);
+                self.smol_poll();
                 return;
             }
             // A new connection on the ports of one that is over.
@@ -843,7 +843,7 @@ impl Stack {
             }
             Target::Invalid => return self.count(Counter::DropUnsupported),
         };
-        self.make_room(now);
+        self.make_room();
         match connect_nonblocking(to) {
             Ok(host) => {
                 let kind = Kind::Connecting {
@@ -873,7 +873,7 @@ impl Stack {
         };
         let err = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
         match &mut flow.kind {
-            Kind::Connecting { .. } => self.connected(token, now),
+            Kind::Connecting { .. } => self.connected(token),
             Kind::Tcp(t) => {
                 t.readable |= flags.contains(EpollFlags::EPOLLIN) || err;
                 t.writable |= flags.contains(EpollFlags::EPOLLOUT) || err;
@@ -889,7 +889,7 @@ impl Stack {
         }
     }
 
-    fn connected(&mut self, id: u64, now: Instant) {
+    fn connected(&mut self, id: u64) {
         let Some(flow) = self.flows.get(&id) else {
             return;
         };
@@ -947,7 +947,7 @@ impl Stack {
             },
         );
         self.pipe.rx = Some(syn);
-        self.smol_poll(now);
+        self.smol_poll();
     }
 
     fn fail_connect(&mut self, id: u64, e: &io::Error) {
@@ -1022,7 +1022,7 @@ impl Stack {
                 continue;
             }
             let _ = host.set_nodelay(true);
-            self.make_room(now);
+            self.make_room();
             let guest =
                 SocketAddrV4::new(fwd.guest_addr.unwrap_or(self.cfg.guest_ip), fwd.guest_port);
             let Some(port) = self.free_port(guest) else {
@@ -1093,8 +1093,7 @@ impl Stack {
 
     /// Runs smoltcp until it has nothing more to send now (or the queue
     /// for the guest is full), moving its packets into that queue.
-    fn smol_poll(&mut self, now: Instant) {
-        let _ = now;
+    fn smol_poll(&mut self) {
         for _ in 0..POLL_PASSES {
             self.pipe.room = self.cfg.limits.out_frames.saturating_sub(self.out.len());
             let t = smol_now(self.start);
@@ -1251,7 +1250,7 @@ impl Stack {
                 let e = io::Error::from_raw_os_error(libc::ETIMEDOUT);
                 self.fail_connect(id, &e);
             } else {
-                self.close_flow(id, now);
+                self.close_flow(id);
             }
         }
     }
@@ -1259,12 +1258,12 @@ impl Stack {
     /// After frames and host events: lets smoltcp answer, moves data both
     /// ways until nothing moves, and ends finished flows.
     pub fn service(&mut self, now: Instant) {
-        self.smol_poll(now);
+        self.smol_poll();
         for _ in 0..POLL_PASSES {
             if !self.relay(now) {
                 break;
             }
-            self.smol_poll(now);
+            self.smol_poll();
         }
         self.sweep(now);
     }
@@ -1273,22 +1272,43 @@ impl Stack {
     /// again (smoltcp's timers, the flows' timeouts).
     pub fn next_wakeup(&mut self, now: Instant) -> Duration {
         let mut wait = Duration::from_secs(60);
-        if let Some(d) = self.iface.poll_delay(smol_now(self.start), &self.sockets) {
-            wait = wait.min(Duration::from_micros(d.total_micros()));
+        // With the queue for the guest full smoltcp cannot send: its
+        // "now" would only spin; room comes with an epoll event.
+        if self.out.len() < self.cfg.limits.out_frames {
+            if let Some(d) = self.iface.poll_delay(smol_now(self.start), &self.sockets) {
+                wait = wait.min(Duration::from_micros(d.total_micros()));
+            }
         }
-        let l = &self.cfg.limits;
         for f in self.flows.values() {
-            let (from, limit) = match &f.kind {
-                Kind::Connecting { .. } => (f.created, l.connect),
-                Kind::Udp { .. } if f.key.remote.port() == super::dns::PORT => (f.last, l.dns_idle),
-                Kind::Udp { .. } => (f.last, l.udp_idle),
-                Kind::Tcp(t) if t.host_eof || t.host_shut => (f.last, l.half_closed),
-                Kind::Tcp(_) => (f.created.max(f.last), l.handshake.min(l.tcp_idle)),
-            };
-            let left = (from + limit).saturating_duration_since(now);
-            wait = wait.min(left);
+            if let Some(deadline) = self.deadline(f) {
+                wait = wait.min(deadline.saturating_duration_since(now));
+            }
         }
         wait
+    }
+
+    /// When `f` times out, by the same rules as [`Stack::sweep`].
+    fn deadline(&self, f: &Flow) -> Option<Instant> {
+        use tcp::State::*;
+        let l = &self.cfg.limits;
+        let (from, limit) = match &f.kind {
+            Kind::Connecting { .. } => (f.created, l.connect),
+            Kind::Udp { .. } if f.key.remote.port() == super::dns::PORT => (f.last, l.dns_idle),
+            Kind::Udp { .. } => (f.last, l.udp_idle),
+            Kind::Tcp(t) => {
+                let state = self.sockets.get::<tcp::Socket>(t.handle).state();
+                if state == Closed || (state == TimeWait && t.host_shut) {
+                    return Some(f.last);
+                } else if matches!(state, SynReceived | SynSent | Listen) {
+                    (f.created, l.handshake)
+                } else if t.host_eof || t.host_shut {
+                    (f.last, l.half_closed)
+                } else {
+                    (f.last, l.tcp_idle)
+                }
+            }
+        };
+        from.checked_add(limit)
     }
 
     /// Open flows (TCP, UDP), for tests.

@@ -966,3 +966,27 @@ fn the_cards_thread_answers_over_the_socket_pair_and_stops() {
         "the thread stops at once"
     );
 }
+
+#[test]
+fn an_idle_open_flow_lets_the_thread_sleep() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let limits = Limits {
+        handshake: Duration::from_millis(20),
+        ..Limits::default()
+    };
+    let mut r = Rig::with(limits, None, Vec::new());
+    let _g = guest_connect(&mut r, 42000, SocketAddrV4::new(GW, port));
+    let _host = l.accept().unwrap();
+    for _ in 0..5 {
+        r.pump(10);
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    r.stack.service(Instant::now());
+    // Past the handshake limit, an established flow waits for its idle
+    // limit: no wake-up at once, again and again.
+    let wait = r.stack.next_wakeup(Instant::now());
+    assert!(wait >= Duration::from_secs(1), "{wait:?}");
+    assert_eq!(r.get(Counter::TcpFlows), 1);
+    assert_eq!(r.get(Counter::FlowsTimedOut), 0);
+}
