@@ -990,3 +990,52 @@ fn an_idle_open_flow_lets_the_thread_sleep() {
     assert_eq!(r.get(Counter::TcpFlows), 1);
     assert_eq!(r.get(Counter::FlowsTimedOut), 0);
 }
+
+/// One of this host's own addresses other than loopback, if it has one
+/// (a UDP "connect" only picks the route; nothing is sent).
+fn host_address() -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    match s.local_addr().ok()? {
+        std::net::SocketAddr::V4(a) if !a.ip().is_loopback() && !a.ip().is_unspecified() => {
+            Some(*a.ip())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn tcp_and_udp_to_an_address_other_than_the_gateway() {
+    // Any address the host reaches, not only the gateway's: here the
+    // host's own outward address.
+    let Some(ip) = host_address() else {
+        eprintln!("skipping: this host has no address but loopback");
+        return;
+    };
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut r = Rig::new();
+    let mut g = guest_connect(&mut r, 43000, SocketAddrV4::new(ip, port));
+    let (mut host, peer) = l.accept().unwrap();
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(ip),
+        "lkvm's socket, from the host"
+    );
+    host.write_all(b"from afar").unwrap();
+    assert_eq!(guest_read(&mut r, &mut g, 9), b"from afar");
+    let u = UdpSocket::bind((ip, 0)).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let up = u.local_addr().unwrap().port();
+    r.send_eth(&udp_frame(5557, SocketAddrV4::new(ip, up), b"udp afar"));
+    let mut buf = [0u8; 32];
+    let (n, from) = u.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"udp afar");
+    u.send_to(b"back", from).unwrap();
+    let f = r.wait_frame("the UDP answer", |o| {
+        o.ethertype == wire::ETHERTYPE_IPV4 && ip_of(o).proto == wire::PROTO_UDP
+    });
+    let ipk = ip_of(&f);
+    assert_eq!(ipk.src, ip, "answered from the address the guest wrote to");
+    assert_eq!(wire::parse_udp(&ipk).unwrap().payload, b"back");
+}
