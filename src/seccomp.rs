@@ -307,6 +307,9 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
                 "getpeername",
                 "sendto",
                 "recvfrom",
+                // PowerPC has calls of their own for these.
+                "send",
+                "recv",
                 "sendmsg",
                 "recvmsg",
                 "shutdown",
@@ -464,11 +467,21 @@ fn table() -> &'static [(&'static str, i64)] {
             const OLD: &[(&str, i64)] = &[];
         }
     }
+    cfg_if::cfg_if! {
+        if #[cfg(powerpc)] {
+            // PowerPC's own send and recv, which its glibc calls where the
+            // others' use sendto and recvfrom.
+            const SEND_RECV: &[(&str, i64)] = calls![SYS_send, SYS_recv];
+        } else {
+            const SEND_RECV: &[(&str, i64)] = &[];
+        }
+    }
     static TABLE: std::sync::OnceLock<Vec<(&'static str, i64)>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         GENERIC
             .iter()
             .chain(OLD)
+            .chain(SEND_RECV)
             .map(|(n, nr)| (n.trim_start_matches("SYS_"), *nr))
             .collect()
     })
