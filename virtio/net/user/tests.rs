@@ -1039,3 +1039,64 @@ fn tcp_and_udp_to_an_address_other_than_the_gateway() {
     assert_eq!(ipk.src, ip, "answered from the address the guest wrote to");
     assert_eq!(wire::parse_udp(&ipk).unwrap().payload, b"back");
 }
+
+#[test]
+fn random_segments_on_an_open_flow_never_crash_the_stack() {
+    // Well-formed, checksummed segments with random sequence numbers,
+    // flags, windows and lengths reach smoltcp's state machine itself.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut r = Rig::new();
+    let g = guest_connect(&mut r, 44000, SocketAddrV4::new(GW, port));
+    let (_host, _) = l.accept().unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let data = [0x42u8; 1400];
+    for i in 0..5000 {
+        let near = |base: u32, v: u64| {
+            base.wrapping_add((v % 200_000) as u32)
+                .wrapping_sub(100_000)
+        };
+        let seq = if i % 2 == 0 {
+            near(g.seq, next())
+        } else {
+            next() as u32
+        };
+        let ack = if i % 2 == 0 {
+            near(g.ack, next())
+        } else {
+            next() as u32
+        };
+        // Resets only now and then, so the flow lives through most of it.
+        let mut flags = (next() as u8) & !TCP_RST;
+        if i % 997 == 0 {
+            flags |= TCP_RST;
+        }
+        let len = (next() % 1401) as usize;
+        let p = wire::tcp_packet(
+            g.me,
+            g.peer,
+            1,
+            seq,
+            ack,
+            flags,
+            next() as u16,
+            &data[..len],
+        );
+        let now = Instant::now();
+        r.stack.from_guest(
+            &wire::eth_frame(GW_MAC, GUEST_MAC, wire::ETHERTYPE_IPV4, &p),
+            now,
+        );
+        if i % 16 == 0 {
+            r.pump(0);
+            r.frames();
+        }
+    }
+    r.pump(0);
+}
