@@ -134,8 +134,9 @@ user_servers() {
         for i in $(seq 1 300); do
             if timeout 5 wget -q -O /tmp/hf.part http://127.0.0.1:5555/token 2>/dev/null &&
                 [ -s /tmp/hf.part ]; then
+                # Said after lkvm exits: a line printed now could land in
+                # the middle of one of L2's.
                 mv /tmp/hf.part /tmp/hostfwd.txt
-                echo "LKVM-L1-HOSTFWD $(cat /tmp/hostfwd.txt)"
                 break
             fi
             sleep 1
@@ -189,6 +190,7 @@ if [ -n "$virtio" ]; then
     # What L2 left behind, for the harness: the file it wrote through 9p,
     # and the disk image (gzip, base64) to read back with debugfs.
     echo "LKVM-L1-9P $(cat /share/from-l2.txt 2>/dev/null)"
+    echo "LKVM-L1-HOSTFWD $(cat /tmp/hostfwd.txt 2>/dev/null)"
     # The checksum tells a dump damaged on the way from a disk lkvm wrote
     # wrongly.
     echo "LKVM-L1-DISK-SHA256 $(sha256sum < /l2/disk.img)"
