@@ -203,7 +203,10 @@ impl Vm {
 
     /// sPAPR guests get no MSIs from lkvm, so no MSI routes either.
     pub fn set_gsi_routing(&self, _routes: &[(u32, crate::kvm::GsiRoute)]) -> Result<()> {
-        Err(Error::Unsupported)
+        Err(Error::ioctl(
+            "KVM_SET_GSI_ROUTING",
+            std::io::Error::from_raw_os_error(libc::ENOTTY),
+        ))
     }
 
     pub fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
@@ -379,14 +382,16 @@ impl Vcpu {
         self.id
     }
 
-    /// A second fd on this vCPU, for the threads that only inject its
-    /// interrupts (`KVM_INTERRUPT`, asynchronous on PowerPC).
-    pub fn dup_fd(&self) -> Result<OwnedFd> {
+    /// A second handle on this vCPU for the threads that raise and lower
+    /// its external interrupt (the userspace XICS).
+    pub fn interrupt_line(&self) -> Result<InterruptLine> {
         use std::os::fd::AsFd;
-        self.fd
+        let fd = self
+            .fd
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))
+            .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))?;
+        Ok(InterruptLine { fd })
     }
 
     fn immediate_exit(&self) -> *mut u8 {
@@ -527,13 +532,20 @@ impl Vcpu {
     }
 }
 
-/// Raises or lowers the external interrupt of a vCPU through `KVM_INTERRUPT`
-/// (asynchronous on PowerPC: any thread may call it).
-pub fn vcpu_interrupt(fd: &OwnedFd, irq: u32) -> Result<()> {
-    let arg = KvmInterrupt { irq };
-    // SAFETY: the struct is the ioctl's exact argument; `fd` is a vCPU fd.
-    let rc = unsafe { ioctl_with_ref(fd, KVM_INTERRUPT as _, &arg) };
-    check(rc, "KVM_INTERRUPT").map(|_| ())
+/// A vCPU's external interrupt input (`KVM_INTERRUPT`), which on PowerPC
+/// any thread may drive, not only the vCPU's own.
+pub struct InterruptLine {
+    fd: OwnedFd,
+}
+
+impl InterruptLine {
+    /// `KVM_INTERRUPT` with `irq` (`KVM_INTERRUPT_SET_LEVEL` / `_UNSET`).
+    pub fn set(&self, irq: u32) -> Result<()> {
+        let arg = KvmInterrupt { irq };
+        // SAFETY: the struct is the ioctl's exact argument; `fd` is a vCPU fd.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_INTERRUPT as _, &arg) };
+        check(rc, "KVM_INTERRUPT").map(|_| ())
+    }
 }
 
 impl Drop for Vcpu {

@@ -553,15 +553,18 @@ impl Vcpu {
             .map_err(|e| Error::ioctl(op, errno(e)))
     }
 
-    /// A second fd on this vCPU, for a thread that only injects its
-    /// interrupts (`KVM_INTERRUPT`: RISC-V's userspace PLIC).
-    pub fn dup_fd(&self) -> Result<std::os::fd::OwnedFd> {
+    /// A second handle on this vCPU for the thread that raises and lowers
+    /// its external interrupt (RISC-V's userspace PLIC).
+    #[cfg(riscv)]
+    pub fn interrupt_line(&self) -> Result<InterruptLine> {
         use std::os::fd::{AsRawFd, BorrowedFd};
         // SAFETY: the vCPU fd stays open for the borrow, which only lives
         // long enough to duplicate it.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) };
-        fd.try_clone_to_owned()
-            .map_err(|e| Error::ioctl("dup(vCPU fd)", e))
+        let fd = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::ioctl("dup(vCPU fd)", e))?;
+        Ok(InterruptLine { fd })
     }
 
     /// The vCPU's multiprocessing state (`KVM_GET_MP_STATE`).
@@ -686,6 +689,32 @@ fn async_pf_ioctl<F: std::os::fd::AsRawFd>(
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
+        Ok(())
+    }
+}
+
+/// A vCPU's external interrupt input (`KVM_INTERRUPT`), which on RISC-V
+/// any thread may drive, not only the vCPU's own.
+#[cfg(riscv)]
+pub struct InterruptLine {
+    fd: std::os::fd::OwnedFd,
+}
+
+#[cfg(riscv)]
+impl InterruptLine {
+    /// `KVM_INTERRUPT` with `irq` (RISC-V: raise or lower VS external).
+    pub fn set(&self, irq: u32) -> Result<()> {
+        /// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
+        const KVM_INTERRUPT: u64 = 0x4004_ae86;
+        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt { __u32 irq; }`
+        // from `&irq`, which lives across the call; `fd` is a vCPU fd.
+        let rc = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT as _, &irq) };
+        if rc < 0 {
+            return Err(Error::ioctl(
+                "KVM_INTERRUPT",
+                std::io::Error::last_os_error(),
+            ));
+        }
         Ok(())
     }
 }

@@ -38,8 +38,6 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("KVM is not supported for this architecture by lkvm yet")]
-    Unsupported,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -106,7 +104,9 @@ cfg_if::cfg_if! {
     if #[cfg(any(x86, arm64, riscv))] {
         mod ioctls;
         pub use ioctls::{Device, Kvm, Vcpu, Vm};
+        #[cfg(riscv)]
+        pub use ioctls::InterruptLine;
     } else {
-        pub use crate::powerpc::kvm_sys::backend::{Device, Kvm, Vcpu, Vm};
+        pub use crate::powerpc::kvm_sys::backend::{Device, InterruptLine, Kvm, Vcpu, Vm};
     }
 }
