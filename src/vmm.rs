@@ -442,3 +442,7 @@ fn event_loop(ctl: &VmControl, console: &dyn ConsoleSink, sigfd: &SignalFd) {
         }
     }
 }
+
+#[cfg(all(test, x86))]
+#[path = "vmm_tests.rs"]
+mod tests;
