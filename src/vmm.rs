@@ -443,6 +443,7 @@ fn event_loop(ctl: &VmControl, console: &dyn ConsoleSink, sigfd: &SignalFd) {
     }
 }
 
-#[cfg(all(test, x86))]
+#[cfg(test)]
+#[cfg(x86)]
 #[path = "vmm_tests.rs"]
 mod tests;
