@@ -116,26 +116,20 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     }
 
     for dev in &inp.devices.nodes {
-        let node = fdt.begin_node(&dev.node_name())?;
-        fdt.property_string_list(
-            "compatible",
-            dev.compatible.iter().map(|s| s.to_string()).collect(),
-        )?;
-        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
-        if let Some(irq) = dev.irq {
-            let spi = irq
-                .checked_sub(32)
-                .ok_or_else(|| Error::NotSpi(dev.node_name(), irq))?;
-            let trigger = match dev.trigger {
-                Trigger::Edge => IRQ_TYPE_EDGE_RISING,
-                Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
-            };
-            fdt.property_array_u32("interrupts", &[GIC_SPI, spi, trigger])?;
-        }
-        for (name, value) in &dev.u32_props {
-            fdt.property_u32(name, *value)?;
-        }
-        fdt.end_node(node)?;
+        let spec = match dev.irq {
+            Some(irq) => {
+                let spi = irq
+                    .checked_sub(32)
+                    .ok_or_else(|| Error::NotSpi(dev.node_name(), irq))?;
+                let trigger = match dev.trigger {
+                    Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                    Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+                };
+                Some([GIC_SPI, spi, trigger])
+            }
+            None => None,
+        };
+        dev.write(&mut fdt, spec.as_ref().map(|s| &s[..]))?;
     }
 
     if let Some(info) = inp.devices.pci.as_ref().map(|h| &h.info) {

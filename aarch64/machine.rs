@@ -55,6 +55,7 @@ pub struct Boot {
     pub fdt: u64,
 }
 
+#[derive(Debug)]
 pub struct Aarch64 {
     cpus: u32,
     ram_base: u64,
@@ -65,15 +66,6 @@ pub struct Aarch64 {
     async_pf_mode: AsyncPfMode,
     kaslr_seed: Option<u64>,
     dump_dtb: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Aarch64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aarch64")
-            .field("cpus", &self.cpus)
-            .field("gic", &self.requested_gic)
-            .finish()
-    }
 }
 
 /// What `setup_vm` made: the vGIC (and ITS) and the CPU features every

@@ -247,21 +247,13 @@ impl ServerLines for VcpuLines {
     }
 }
 
+#[derive(Debug)]
 pub struct Ppc64 {
     cpus: u32,
     ram_size: u64,
     mmu_choice: MmuChoice,
     xics_choice: XicsChoice,
     dump_dtb: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Ppc64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ppc64")
-            .field("cpus", &self.cpus)
-            .field("mmu", &self.mmu_choice)
-            .finish()
-    }
 }
 
 /// The interrupt controller: KVM's XICS, or lkvm's.

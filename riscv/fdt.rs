@@ -101,28 +101,17 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_u32("interrupt-parent", PHANDLE_IRQCHIP)?;
     irqchip::write_fdt(&mut fdt, inp.irqchip, inp.harts)?;
     for dev in &inp.devices.nodes {
-        let node = fdt.begin_node(&dev.node_name())?;
-        fdt.property_string_list(
-            "compatible",
-            dev.compatible.iter().map(|s| s.to_string()).collect(),
-        )?;
-        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
-        if let Some(irq) = dev.irq {
-            match inp.irqchip {
-                IrqchipKind::Plic => fdt.property_u32("interrupts", irq)?,
-                IrqchipKind::Aia => {
-                    let kind = match dev.trigger {
-                        Trigger::Edge => IRQ_TYPE_EDGE_RISING,
-                        Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
-                    };
-                    fdt.property_array_u32("interrupts", &[irq, kind])?;
-                }
+        let spec = dev.irq.map(|irq| match inp.irqchip {
+            IrqchipKind::Plic => vec![irq],
+            IrqchipKind::Aia => {
+                let kind = match dev.trigger {
+                    Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                    Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+                };
+                vec![irq, kind]
             }
-        }
-        for (name, value) in &dev.u32_props {
-            fdt.property_u32(name, *value)?;
-        }
-        fdt.end_node(node)?;
+        });
+        dev.write(&mut fdt, spec.as_deref())?;
     }
     if let Some(info) = inp.devices.pci.as_ref().map(|h| &h.info) {
         let spec = |irq: u32| match inp.irqchip {

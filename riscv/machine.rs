@@ -47,21 +47,13 @@ pub struct Boot {
     pub fdt: u64,
 }
 
+#[derive(Debug)]
 pub struct Riscv64 {
     cpus: u32,
     ram_size: u64,
     requested: Option<IrqchipKind>,
     harts: HartConfig,
     dump_dtb: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Riscv64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Riscv64")
-            .field("cpus", &self.cpus)
-            .field("irqchip", &self.requested)
-            .finish()
-    }
 }
 
 /// The interrupt controller `setup_vm` chose: KVM's AIA, or lkvm's PLIC.

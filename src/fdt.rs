@@ -26,6 +26,28 @@ impl DeviceNode {
         format!("{}@{:x}", self.name, self.reg_base)
     }
 
+    /// Writes the node under the current one, `interrupts` being the
+    /// interrupt controller's specifier for `irq`.
+    pub fn write(
+        &self,
+        fdt: &mut vm_fdt::FdtWriter,
+        interrupts: Option<&[u32]>,
+    ) -> Result<(), vm_fdt::Error> {
+        let node = fdt.begin_node(&self.node_name())?;
+        fdt.property_string_list(
+            "compatible",
+            self.compatible.iter().map(|s| s.to_string()).collect(),
+        )?;
+        fdt.property_array_u64("reg", &[self.reg_base, self.reg_size])?;
+        if let Some(cells) = interrupts {
+            fdt.property_array_u32("interrupts", cells)?;
+        }
+        for (name, value) in &self.u32_props {
+            fdt.property_u32(name, *value)?;
+        }
+        fdt.end_node(node)
+    }
+
     /// An 8250 UART of `len` registers at `base`.
     pub fn ns16550a(base: u64, len: u64, irq: u32) -> Self {
         DeviceNode {

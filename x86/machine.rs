@@ -47,6 +47,7 @@ pub enum Error {
     Cpuid(String),
 }
 
+#[derive(Debug)]
 pub struct X86 {
     cpus: u32,
     ram_size: u64,
@@ -56,12 +57,6 @@ pub struct X86 {
 /// which every vCPU's table starts from.
 pub struct Chipset {
     supported_cpuid: Vec<CpuidEntry>,
-}
-
-impl std::fmt::Debug for X86 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("X86").field("cpus", &self.cpus).finish()
-    }
 }
 
 // MSRs every vCPU starts with; mostly zero, as after a reset.

@@ -2,11 +2,9 @@
 //! with the PowerPC numbers of `super`, offering what the kvm-ioctls backend
 //! offers plus the book3s/sPAPR operations lkvm needs.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -15,7 +13,7 @@ use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ref, ioctl_with_ref, ioctl_with_
 
 use super::*;
 use crate::kvm::{
-    Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit, KVM_API_VERSION,
+    DevicePath, Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
 };
 
 fn last(op: &'static str) -> Error {
@@ -38,29 +36,17 @@ pub struct Kvm {
 
 impl Kvm {
     pub fn open(path: &Path) -> Result<Kvm> {
-        let shown = path.display().to_string();
-        let open_err = |source| Error::Open {
-            path: shown.clone(),
-            source,
-        };
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let dev = DevicePath::new(path);
+        let cpath = dev.c_string()?;
         // SAFETY: a NUL-terminated path; the returned fd is checked.
         let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if raw < 0 {
-            return Err(open_err(io::Error::last_os_error()));
+            return Err(dev.open_error(io::Error::last_os_error()));
         }
         // SAFETY: `raw` is a freshly opened fd nobody else owns.
         let fd = unsafe { File::from_raw_fd(raw) };
         // SAFETY: KVM_GET_API_VERSION takes no argument.
-        let found = unsafe { ioctl(&fd, KVM_GET_API_VERSION as _) };
-        if found != KVM_API_VERSION {
-            return Err(Error::ApiVersion {
-                path: shown,
-                found,
-                expected: KVM_API_VERSION,
-            });
-        }
+        dev.check_version(unsafe { ioctl(&fd, KVM_GET_API_VERSION as _) })?;
         // SAFETY: KVM_GET_VCPU_MMAP_SIZE takes no argument.
         let size = unsafe { ioctl(&fd, KVM_GET_VCPU_MMAP_SIZE as _) };
         let run_size = usize::try_from(check(size, "KVM_GET_VCPU_MMAP_SIZE")?)

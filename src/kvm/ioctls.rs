@@ -1,16 +1,13 @@
 //! kvm-ioctls backend of the seam (x86_64, aarch64, riscv64).
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kvm_ioctls::{IoEventAddress, Kvm as KvmFd, NoDatamatch, VcpuExit as RawExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    Error, GsiRoute, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
-    KVM_API_VERSION,
+    DevicePath, Error, GsiRoute, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
 };
 
 const KVM_EXIT_IO_OUT: u8 = 1;
@@ -33,22 +30,9 @@ pub struct Kvm {
 impl Kvm {
     /// Opens the KVM device and checks its API version.
     pub fn open(path: &Path) -> Result<Kvm> {
-        let shown = path.display().to_string();
-        let open_err = |source| Error::Open {
-            path: shown.clone(),
-            source,
-        };
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        let fd = KvmFd::new_with_path(cpath).map_err(|e| open_err(errno(e)))?;
-        let found = fd.get_api_version();
-        if found != KVM_API_VERSION {
-            return Err(Error::ApiVersion {
-                path: shown,
-                found,
-                expected: KVM_API_VERSION,
-            });
-        }
+        let dev = DevicePath::new(path);
+        let fd = KvmFd::new_with_path(dev.c_string()?).map_err(|e| dev.open_error(errno(e)))?;
+        dev.check_version(fd.get_api_version())?;
         Ok(Kvm { fd })
     }
 
