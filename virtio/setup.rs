@@ -15,9 +15,9 @@ use super::mmio::{self, MmioTransport};
 use super::net::{Net, NetSpec};
 use super::p9::{ShareSpec, Virtio9p};
 use super::pci::{self, VirtioPci};
-use crate::arch::{ArchInfo, Platform};
+use crate::arch::{ArchInfo, Platform, VirtioSet};
 use crate::cli::{ConsoleKind, RunArgs};
-use crate::fdt::DeviceNode;
+use crate::fdt::{DeviceNode, DeviceTree, PciHost};
 use crate::hw::pci::{PciMmioWindow, PciRoot};
 use crate::irq::{IrqLine, MsiSink, Trigger};
 use crate::kvm::IoAddr;
@@ -265,6 +265,7 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
 /// `line`, and describes it for the device tree.
 pub fn place_mmio(
     p: &mut Platform,
+    tree: &mut DeviceTree,
     dev: Box<dyn VirtioDevice>,
     base: u64,
     line: IrqLine,
@@ -285,7 +286,7 @@ pub fn place_mmio(
     let t = MmioTransport::new(state, line);
     p.mmio
         .insert(name, base, mmio::WINDOW, Arc::new(Mutex::new(t)))?;
-    p.fdt_nodes.push(DeviceNode {
+    tree.nodes.push(DeviceNode {
         name: "virtio",
         compatible: vec!["virtio,mmio"],
         reg_base: base,
@@ -307,36 +308,38 @@ pub struct FdtPlatformLayout {
     pub pci_mem_size: u64,
 }
 
-/// Places `p.virtio` on a device-tree platform: virtio-mmio windows, or
-/// functions behind an ECAM host bridge. Each device gets a level line
-/// from `irqs` (`None` when the platform has no more); `msi` is where
-/// MSI-X goes, if anywhere. Returns the PCI host for the device tree.
+/// Places `virtio` on a device-tree platform: virtio-mmio windows, or
+/// functions behind an ECAM host bridge, described in `tree`. Each device
+/// gets a level line from `irqs` (`None` when the platform has no more);
+/// `msi` is where MSI-X goes, if anywhere.
 pub fn place_on_fdt_platform(
     p: &mut Platform,
+    tree: &mut DeviceTree,
+    virtio: VirtioSet,
     layout: &FdtPlatformLayout,
     chip: Arc<dyn crate::irq::IrqChip>,
     mut irqs: impl FnMut() -> Option<u32>,
     msi: Option<Arc<dyn MsiSink>>,
-) -> Result<Option<PciHostInfo>, Error> {
-    let devices = std::mem::take(&mut p.virtio);
+) -> Result<(), Error> {
+    let VirtioSet { devices, transport } = virtio;
     if devices.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     let mut line = || {
         irqs()
             .map(|irq| IrqLine::new(chip.clone(), irq, Trigger::Level))
             .ok_or(Error::NoIrq)
     };
-    match p.transport {
+    match transport {
         Transport::Mmio => {
             for (i, dev) in devices.into_iter().enumerate() {
                 let base = layout.mmio_base + i as u64 * mmio::WINDOW;
                 if base + mmio::WINDOW > layout.mmio_base + layout.mmio_size {
                     return Err(Error::NoRoom("virtio-mmio"));
                 }
-                place_mmio(p, dev, base, line()?)?;
+                place_mmio(p, tree, dev, base, line()?)?;
             }
-            Ok(None)
+            Ok(())
         }
         Transport::Pci => {
             let mut host = PciHostBuilder::new(layout.pci_mem_base, layout.pci_mem_size);
@@ -345,14 +348,15 @@ pub fn place_on_fdt_platform(
                 let reg = l.line() as u8;
                 host.add_virtio(p, dev, l, reg, msi.clone())?;
             }
-            let (root, info) = host.finish(p)?;
+            let (root, host) = host.finish(p)?;
             p.mmio.insert(
                 "pci-ecam",
                 layout.ecam_base,
                 crate::hw::pci::ecam::BUS_SIZE,
                 Arc::new(Mutex::new(crate::hw::pci::ecam::PciEcam(root))),
             )?;
-            Ok(Some(info))
+            tree.pci = Some(host);
+            Ok(())
         }
     }
 }
@@ -433,14 +437,19 @@ impl PciHostBuilder {
 
     /// Assigns every BAR inside the memory window, maps the window on the
     /// MMIO bus (if any function has BARs), and returns the bus for the
-    /// configuration mechanism.
-    pub fn finish(self, p: &mut Platform) -> Result<(Arc<PciRoot>, PciHostInfo), Error> {
+    /// configuration mechanism and the host's description.
+    pub fn finish(self, p: &mut Platform) -> Result<(Arc<PciRoot>, PciHost), Error> {
         let PciHostBuilder { root, info } = self;
         root.assign_bars(info.mem_base, info.mem_size)?;
         let root = Arc::new(root);
-        if info.intx.is_empty() {
-            return Ok((root, info));
+        let host = PciHost {
+            functions: root.describe(),
+            info,
+        };
+        if host.info.intx.is_empty() {
+            return Ok((root, host));
         }
+        let info = &host.info;
         p.mmio.insert(
             "pci-mem",
             info.cpu_base,
@@ -450,7 +459,7 @@ impl PciHostBuilder {
                 base: info.mem_base,
             })),
         )?;
-        Ok((root, info))
+        Ok((root, host))
     }
 }
 
