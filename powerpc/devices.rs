@@ -13,7 +13,7 @@ use crate::hw::pci::PciRoot;
 use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::virtio::setup::{self, PciHostBuilder};
 
-/// Places `p.virtio` on the PHB. `make_lsi` turns an XICS source into a
+/// Places `virtio` on the PHB. `make_lsi` turns an XICS source into a
 /// level-sensitive one before its device can raise it.
 pub fn place_virtio<E>(
     p: &mut Platform,
