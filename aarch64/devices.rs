@@ -10,11 +10,12 @@ use super::gic::{GicKind, GicLayout, SpiSink, V2M_FIRST_SPI, V2M_MSI_SETSPI_NS, 
 use super::layout::{
     PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
 };
-use crate::arch::Platform;
+use crate::arch::{Platform, VirtioSet};
+use crate::fdt::DeviceTree;
 use crate::irq::{self, IrqChip, MsiSink, RoutedMsi};
 use crate::kvm::MsiMessage;
 use crate::msi::MsiRouter;
-use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
+use crate::virtio::setup::{self, FdtPlatformLayout};
 
 /// MSIs through lkvm's GICv2m frame: a write of an SPI INTID to its
 /// SETSPI register, which is what the guest programs into the vectors.
@@ -36,16 +37,18 @@ impl MsiSink for V2mMsi {
     }
 }
 
-/// Places `p.virtio` on the configured transport; SPIs are handed out from
+/// Places `virtio` on its transport and describes it in `tree`; SPIs are handed out from
 /// `next_spi` up to the first one the GICv2m frame owns. Returns the PCI
 /// host for the device tree, if there is one.
 pub fn place_virtio(
     p: &mut Platform,
+    tree: &mut DeviceTree,
+    virtio: VirtioSet,
     gic: &GicLayout,
     chip: Arc<dyn IrqChip>,
     spis: Arc<dyn SpiSink>,
     mut next_spi: u32,
-) -> Result<Option<PciHostInfo>, setup::Error> {
+) -> Result<(), setup::Error> {
     let msi: Option<Arc<dyn MsiSink>> = match (gic.kind, gic.v2m) {
         // The ITS identifies the sender by its requester id; vectors go
         // through irqfds routed to their messages.
@@ -69,7 +72,7 @@ pub fn place_virtio(
         next_spi += 1;
         (spi < V2M_FIRST_SPI).then_some(spi)
     };
-    setup::place_on_fdt_platform(p, &layout, chip, irqs, msi)
+    setup::place_on_fdt_platform(p, tree, virtio, &layout, chip, irqs, msi)
 }
 
 #[cfg(test)]

@@ -10,10 +10,9 @@ use super::gic::{
 };
 use super::layout::PCI_ECAM_BASE;
 use super::regs::MPIDR_HWID_MASK;
-use crate::fdt::{DeviceNode, MsiParent, PciHostNode};
+use crate::fdt::{begin_chosen, memory_node, DeviceTree, MsiParent, PciHostNode};
 use crate::hw::pci::ecam;
 use crate::irq::Trigger;
-use crate::virtio::setup::PciHostInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,10 +42,8 @@ pub struct FdtInputs<'a> {
     /// Async PF is on: emit `/firmware/sdei`.
     pub sdei: bool,
     pub kaslr_seed: Option<u64>,
-    pub devices: &'a [DeviceNode],
-    /// The node `stdout-path` points at.
-    pub stdout: Option<&'a DeviceNode>,
-    pub pci: Option<&'a PciHostInfo>,
+    /// The platform devices and the PCI host.
+    pub devices: &'a DeviceTree,
 }
 
 pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
@@ -57,24 +54,16 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_u32("#size-cells", 2)?;
     fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
 
-    let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", inp.cmdline)?;
-    if let Some((start, size)) = inp.initrd {
-        fdt.property_u64("linux,initrd-start", start)?;
-        fdt.property_u64("linux,initrd-end", start + size)?;
-    }
-    if let Some(dev) = inp.stdout {
-        fdt.property_string("stdout-path", &format!("/{}", dev.node_name()))?;
-    }
+    let stdout = inp
+        .devices
+        .stdout_node()
+        .map(|dev| format!("/{}", dev.node_name()));
+    let chosen = begin_chosen(&mut fdt, inp.cmdline, inp.initrd, stdout.as_deref())?;
     if let Some(seed) = inp.kaslr_seed {
         fdt.property_u64("kaslr-seed", seed)?;
     }
     fdt.end_node(chosen)?;
-
-    let memory = fdt.begin_node(&format!("memory@{:x}", inp.ram_base))?;
-    fdt.property_string("device_type", "memory")?;
-    fdt.property_array_u64("reg", &[inp.ram_base, inp.ram_size])?;
-    fdt.end_node(memory)?;
+    memory_node(&mut fdt, inp.ram_base, inp.ram_size)?;
 
     let cpus = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", 1)?;
@@ -126,30 +115,24 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
         fdt.end_node(firmware)?;
     }
 
-    for dev in inp.devices {
-        let node = fdt.begin_node(&dev.node_name())?;
-        fdt.property_string_list(
-            "compatible",
-            dev.compatible.iter().map(|s| s.to_string()).collect(),
-        )?;
-        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
-        if let Some(irq) = dev.irq {
-            let spi = irq
-                .checked_sub(32)
-                .ok_or_else(|| Error::NotSpi(dev.node_name(), irq))?;
-            let trigger = match dev.trigger {
-                Trigger::Edge => IRQ_TYPE_EDGE_RISING,
-                Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
-            };
-            fdt.property_array_u32("interrupts", &[GIC_SPI, spi, trigger])?;
-        }
-        for (name, value) in &dev.u32_props {
-            fdt.property_u32(name, *value)?;
-        }
-        fdt.end_node(node)?;
+    for dev in &inp.devices.nodes {
+        let spec = match dev.irq {
+            Some(irq) => {
+                let spi = irq
+                    .checked_sub(32)
+                    .ok_or_else(|| Error::NotSpi(dev.node_name(), irq))?;
+                let trigger = match dev.trigger {
+                    Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                    Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+                };
+                Some([GIC_SPI, spi, trigger])
+            }
+            None => None,
+        };
+        dev.write(&mut fdt, spec.as_ref().map(|s| &s[..]))?;
     }
 
-    if let Some(info) = inp.pci {
+    if let Some(info) = inp.devices.pci.as_ref().map(|h| &h.info) {
         let spec = |intid: u32| vec![GIC_SPI, intid.saturating_sub(32), IRQ_TYPE_LEVEL_HIGH];
         PciHostNode {
             ecam_base: PCI_ECAM_BASE,
@@ -179,7 +162,8 @@ mod tests {
     use super::super::regs::kvm_mpidr;
     use super::*;
     use crate::fdt::testing::assert_golden;
-    use crate::virtio::setup::Transport;
+    use crate::fdt::{DeviceNode, PciHost};
+    use crate::virtio::setup::{PciHostInfo, Transport};
 
     struct Case {
         cpus: u32,
@@ -226,9 +210,13 @@ mod tests {
         let mpidrs: Vec<u64> = (0..c.cpus).map(kvm_mpidr).collect();
         let gic = GicLayout::new(c.gic, c.cpus).unwrap();
         let (virtio, pci) = virtio_parts(c);
-        let mut devices = LEGACY.nodes();
-        let uart = devices[0].clone();
-        devices.extend(virtio);
+        let mut devices = DeviceTree::default();
+        devices.extend(LEGACY.nodes(), true);
+        devices.extend(virtio, false);
+        devices.pci = pci.map(|info| PciHost {
+            info,
+            functions: vec![],
+        });
         build(&FdtInputs {
             mpidrs: &mpidrs,
             ram_base: RAM_BASE,
@@ -240,8 +228,6 @@ mod tests {
             sdei: c.sdei,
             kaslr_seed: Some(0x0123_4567_89ab_cdef),
             devices: &devices,
-            stdout: Some(&uart),
-            pci: pci.as_ref(),
         })
         .unwrap()
     }
@@ -353,9 +339,10 @@ mod tests {
             pmu: false,
             sdei: false,
             kaslr_seed: None,
-            devices: std::slice::from_ref(&bad),
-            stdout: None,
-            pci: None,
+            devices: &DeviceTree {
+                nodes: vec![bad],
+                ..Default::default()
+            },
         })
         .unwrap_err();
         assert!(matches!(err, Error::NotSpi(_, 20)));

@@ -1,43 +1,41 @@
 //! The arm64 implementation of the architecture hooks: the part that talks
 //! to KVM.
 
-use std::fmt::Write as _;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
     kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
-    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, KVM_ARM_VCPU_PMU_V3, KVM_ARM_VCPU_PMU_V3_CTRL,
-    KVM_ARM_VCPU_PMU_V3_INIT, KVM_ARM_VCPU_PMU_V3_IRQ, KVM_ARM_VCPU_POWER_OFF,
-    KVM_ARM_VCPU_PSCI_0_2, KVM_ARM_VCPU_PTRAUTH_ADDRESS, KVM_ARM_VCPU_PTRAUTH_GENERIC,
-    KVM_ARM_VCPU_PVTIME_CTRL, KVM_ARM_VCPU_PVTIME_IPA, KVM_ARM_VCPU_SVE,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_INIT,
+    KVM_ARM_VCPU_PMU_V3_IRQ, KVM_ARM_VCPU_PVTIME_CTRL, KVM_ARM_VCPU_PVTIME_IPA, KVM_ARM_VCPU_SVE,
     KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
     KVM_DEV_ARM_VGIC_GRP_NR_IRQS, KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V2_ADDR_TYPE_CPU,
     KVM_VGIC_V2_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
-use vm_memory::{Bytes, GuestAddress};
 
 use super::asyncpf::{self, AsyncPfCmd, AsyncPfHost};
 use super::devices;
+pub use super::error::Error;
 use super::fdt::{self, FdtInputs, PMU_PPI};
-use super::gic::{
-    self, kvm_irq_line_spi, GicKind, GicLayout, SpiLines, SpiSink, V2mFrame, NR_IRQS,
+use super::features::{
+    limit_vector_lengths, valid_sve_length, vm_type, Features, HostCaps, Wanted,
 };
+use super::gic::{kvm_irq_line_spi, GicKind, GicLayout, SpiLines, SpiSink, V2mFrame, NR_IRQS};
 use super::image::{self, Image, Placement};
 use super::layout::{LEGACY, PVTIME_BASE, PVTIME_RECORD, PVTIME_SIZE, RAM_BASE};
 use super::options::AsyncPfMode;
 use super::regs;
-use crate::arch::{Arch, Platform};
-use crate::bus;
+use crate::arch::{Arch, BootImages, Devices, NoExits, Platform, VirtioSet};
 use crate::config::VmConfig;
-use crate::fdt::DeviceNode;
+use crate::fdt::DeviceTree;
 use crate::hw::serial::SerialConsole;
 use crate::irq::IrqChip;
 use crate::kvm::{Device, Kvm, Vcpu, Vm};
+use crate::loader::write;
 use crate::memory::{GuestMemory, RamRange};
-use crate::term::{ConsoleOut, ConsoleSink};
-use crate::virtio::setup::PciHostInfo;
+use crate::regdump::RegisterDump;
+use crate::term::ConsoleOut;
 
 const KVM_CAP_ARM_PMU_V3: u32 = 126;
 const KVM_CAP_ARM_VM_IPA_SIZE: u32 = 165;
@@ -47,54 +45,8 @@ const KVM_CAP_ARM_PTRAUTH_GENERIC: u32 = 172;
 const KVM_CAP_STEAL_TIME: u32 = 187;
 /// `KVM_REG_ARM64_SVE_VLS`: the bitmap of vector lengths (in 128-bit units).
 const KVM_REG_ARM64_SVE_VLS: u64 = 0x6060_0000_0015_ffff;
-/// KVM's default IPA size; larger ones must be asked for in the VM type.
-const DEFAULT_IPA_BITS: u32 = 40;
 /// Most vCPUs KVM gives an arm64 VM (KVM_MAX_VCPUS).
 const MAX_CPUS: u32 = 512;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kvm(#[from] crate::kvm::Error),
-    #[error(transparent)]
-    Gic(#[from] gic::Error),
-    #[error(transparent)]
-    Image(#[from] image::Error),
-    #[error(transparent)]
-    Place(#[from] crate::loader::place::Error),
-    #[error(transparent)]
-    Fdt(#[from] fdt::Error),
-    #[error(transparent)]
-    AsyncPf(#[from] asyncpf::Error),
-    #[error("cannot place a device: {0}")]
-    Bus(#[from] bus::Error),
-    #[error(transparent)]
-    Devices(#[from] crate::virtio::setup::Error),
-    #[error("guest RAM up to {end:#x} needs {bits}-bit guest physical addresses; this host's KVM allows {max}")]
-    IpaTooSmall { end: u64, bits: u32, max: i32 },
-    #[error("--pmu: this host's KVM has no PMUv3 for guests")]
-    NoPmu,
-    #[error("--sve-max-vl {0}: must be a multiple of 128 between 128 and 2048")]
-    BadSveLength(u32),
-    #[error("--sve-max-vl: this host's KVM has no SVE for guests")]
-    NoSve,
-    #[error("cannot write {what} into guest memory: {source}")]
-    Write {
-        what: &'static str,
-        #[source]
-        source: vm_memory::GuestMemoryError,
-    },
-    #[error("--dump-dtb {path}: {source}")]
-    DumpDtb {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("--irqchip {0}: this host's KVM cannot give guests that interrupt controller (a GICv3 host without GICv2 compatibility has no vGICv2)")]
-    NoSuchGic(GicKind),
-    #[error("vCPU {0} was not initialised before loading")]
-    MissingMpidr(u32),
-}
 
 /// What the boot vCPU starts with.
 #[derive(Clone, Copy, Debug)]
@@ -103,35 +55,33 @@ pub struct Boot {
     pub fdt: u64,
 }
 
+#[derive(Debug)]
 pub struct Aarch64 {
     cpus: u32,
     ram_base: u64,
     ram_size: u64,
     requested_gic: Option<GicKind>,
-    gic: Option<GicLayout>,
-    gic_fd: Option<Device>,
-    its_fd: Option<Device>,
-    pmu: bool,
-    sve: bool,
+    wanted: Wanted,
     sve_max_vl: Option<u32>,
-    ptrauth: bool,
-    pvtime_wanted: bool,
-    pvtime: bool,
     async_pf_mode: AsyncPfMode,
-    async_pf: Option<u32>,
     kaslr_seed: Option<u64>,
     dump_dtb: Option<PathBuf>,
-    mpidrs: Vec<u64>,
-    pci: Option<PciHostInfo>,
 }
 
-impl std::fmt::Debug for Aarch64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aarch64")
-            .field("cpus", &self.cpus)
-            .field("gic", &self.gic)
-            .finish()
-    }
+/// What `setup_vm` made: the vGIC (and ITS) and the CPU features every
+/// vCPU gets.
+pub struct Chipset {
+    gic: GicLayout,
+    gic_fd: Device,
+    its_fd: Option<Device>,
+    features: Features,
+}
+
+/// What the boot description needs from the vCPUs.
+pub struct Topology {
+    mpidrs: Vec<u64>,
+    /// Whether asynchronous page faults are on (an SDEI node).
+    sdei: bool,
 }
 
 /// Raises SPIs through `KVM_IRQ_LINE`.
@@ -181,7 +131,7 @@ fn random_seed() -> Option<u64> {
 }
 
 impl Aarch64 {
-    fn create_gic(&mut self, vm: &Vm) -> Result<(), Error> {
+    fn create_gic(&self, vm: &Vm) -> Result<(GicLayout, Device, Option<Device>), Error> {
         let kind = match self.requested_gic {
             Some(k) => k,
             None => {
@@ -233,20 +183,21 @@ impl Aarch64 {
                 addr,
             )?;
         }
-        if let Some((its_base, _)) = layout.its {
-            let its = vm.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS)?;
-            its.set_attr_u64(
-                "KVM_SET_DEVICE_ATTR(ITS address)",
-                KVM_DEV_ARM_VGIC_GRP_ADDR,
-                KVM_VGIC_ITS_ADDR_TYPE.into(),
-                its_base,
-            )?;
-            self.its_fd = Some(its);
-        }
+        let its = match layout.its {
+            Some((its_base, _)) => {
+                let its = vm.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS)?;
+                its.set_attr_u64(
+                    "KVM_SET_DEVICE_ATTR(ITS address)",
+                    KVM_DEV_ARM_VGIC_GRP_ADDR,
+                    KVM_VGIC_ITS_ADDR_TYPE.into(),
+                    its_base,
+                )?;
+                Some(its)
+            }
+            None => None,
+        };
         log::debug!("arm64: {kind} at {dist:#x}");
-        self.gic = Some(layout);
-        self.gic_fd = Some(fd);
-        Ok(())
+        Ok((layout, fd, its))
     }
 
     fn limit_sve(&self, vcpu: &Vcpu) -> Result<(), Error> {
@@ -255,33 +206,83 @@ impl Aarch64 {
         };
         let mut vls = [0u8; 64];
         vcpu.get_one_reg_bytes(KVM_REG_ARM64_SVE_VLS, &mut vls)?;
-        // Bit n-1 set: a vector length of n x 128 bits is offered.
-        let max_quads = (max_vl / 128) as usize;
-        for bit in max_quads..512 {
-            vls[bit / 8] &= !(1 << (bit % 8));
-        }
+        limit_vector_lengths(&mut vls, max_vl);
         vcpu.set_one_reg_bytes(KVM_REG_ARM64_SVE_VLS, &vls)?;
         Ok(())
     }
 
-    fn read_reg(vcpu: &Vcpu, id: u64) -> Option<u64> {
-        vcpu.get_one_reg(id).ok()
+    /// One vCPU's `KVM_ARM_VCPU_INIT` and what must follow it before the
+    /// vGIC is initialised; returns its MPIDR.
+    fn init_vcpu(&self, features: Features, vm: &Vm, vcpu: &Vcpu) -> Result<u64, Error> {
+        let mut kvi = vm.preferred_target()?;
+        kvi.features[0] |= features.vcpu_init_bits(vcpu.id());
+        vcpu.vcpu_init(&kvi)?;
+        if features.sve {
+            self.limit_sve(vcpu)?;
+            vcpu.vcpu_finalize(KVM_ARM_VCPU_SVE as i32)?;
+        }
+        if features.pvtime {
+            let ipa = PVTIME_BASE + u64::from(vcpu.id()) * PVTIME_RECORD;
+            vcpu.set_device_attr(
+                "KVM_SET_DEVICE_ATTR(PVTIME_IPA)",
+                KVM_ARM_VCPU_PVTIME_CTRL,
+                KVM_ARM_VCPU_PVTIME_IPA.into(),
+                std::ptr::addr_of!(ipa) as u64,
+            )?;
+        }
+        Ok(vcpu.get_one_reg(regs::MPIDR_EL1)?)
     }
 
-    fn set_reg(vcpu: &Vcpu, id: u64, value: u64) -> Result<(), Error> {
-        Ok(vcpu.set_one_reg(id, value)?)
-    }
-
-    fn write(mem: &GuestMemory, what: &'static str, addr: u64, data: &[u8]) -> Result<(), Error> {
-        mem.write_slice(data, GuestAddress(addr))
-            .map_err(|source| Error::Write { what, source })
+    /// The vGIC and ITS are initialised once every vCPU exists; the PMU
+    /// needs an initialised vGIC.
+    fn init_gic(chip: &Chipset, vcpus: &[Vcpu]) -> Result<(), Error> {
+        chip.gic_fd.set_attr_u32(
+            "KVM_SET_DEVICE_ATTR(vGIC NR_IRQS)",
+            KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+            0,
+            NR_IRQS,
+        )?;
+        chip.gic_fd.set_attr(
+            "KVM_SET_DEVICE_ATTR(vGIC CTRL_INIT)",
+            KVM_DEV_ARM_VGIC_GRP_CTRL,
+            KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
+            0,
+        )?;
+        if let Some(its) = &chip.its_fd {
+            its.set_attr(
+                "KVM_SET_DEVICE_ATTR(ITS CTRL_INIT)",
+                KVM_DEV_ARM_VGIC_GRP_CTRL,
+                KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
+                0,
+            )?;
+        }
+        if chip.features.pmu {
+            let intid: u32 = PMU_PPI + 16;
+            for vcpu in vcpus {
+                vcpu.set_device_attr(
+                    "KVM_SET_DEVICE_ATTR(PMU_V3_IRQ)",
+                    KVM_ARM_VCPU_PMU_V3_CTRL,
+                    KVM_ARM_VCPU_PMU_V3_IRQ.into(),
+                    &intid as *const u32 as u64,
+                )?;
+                vcpu.set_device_attr(
+                    "KVM_SET_DEVICE_ATTR(PMU_V3_INIT)",
+                    KVM_ARM_VCPU_PMU_V3_CTRL,
+                    KVM_ARM_VCPU_PMU_V3_INIT.into(),
+                    0,
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Arch for Aarch64 {
     type Error = Error;
-    type Boot = Boot;
     type Exit<'a> = crate::arch::NoExit;
+    type Chipset = Chipset;
+    type Topology = Topology;
+    type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         let (a, dt) = (&cfg.arch.arm64, &cfg.arch.dt);
@@ -290,7 +291,7 @@ impl Arch for Aarch64 {
             None => None,
         };
         if let Some(vl) = a.sve_max_vl {
-            if vl == 0 || vl % 128 != 0 || vl > 2048 {
+            if !valid_sve_length(vl) {
                 return Err(Error::BadSveLength(vl));
             }
         }
@@ -299,25 +300,19 @@ impl Arch for Aarch64 {
             ram_base: cfg.ram_base.unwrap_or(RAM_BASE),
             ram_size: cfg.ram_size,
             requested_gic,
-            gic: None,
-            gic_fd: None,
-            its_fd: None,
-            pmu: a.pmu,
-            sve: false,
+            wanted: Wanted {
+                pmu: a.pmu,
+                sve_limit: a.sve_max_vl.is_some(),
+                pvtime: !a.no_pvtime,
+            },
             sve_max_vl: a.sve_max_vl,
-            ptrauth: false,
-            pvtime_wanted: !a.no_pvtime,
-            pvtime: false,
             async_pf_mode: a.async_pf.unwrap_or_default(),
-            async_pf: None,
             kaslr_seed: match a.kaslr_seed {
                 Some(0) => None,
                 Some(seed) => Some(seed),
                 None => random_seed(),
             },
             dump_dtb: dt.dump_dtb.clone(),
-            mpidrs: Vec::new(),
-            pci: None,
         })
     }
 
@@ -326,21 +321,14 @@ impl Arch for Aarch64 {
     }
 
     fn vm_type(&self, kvm: &Kvm) -> Result<u64, Error> {
-        let end = self.ram_base + self.ram_size;
-        let bits = 64 - (end - 1).leading_zeros();
-        if bits <= DEFAULT_IPA_BITS {
-            return Ok(0);
-        }
-        let max = kvm.check_extension(KVM_CAP_ARM_VM_IPA_SIZE);
-        if max < bits as i32 {
-            return Err(Error::IpaTooSmall { end, bits, max });
-        }
-        Ok(u64::from(bits))
+        vm_type(self.ram_base, self.ram_size, || {
+            kvm.check_extension(KVM_CAP_ARM_VM_IPA_SIZE)
+        })
     }
 
     fn ram_ranges(&self, ram_size: u64) -> Result<Vec<RamRange>, Error> {
         let mut ranges = Vec::new();
-        if self.pvtime_wanted {
+        if self.wanted.pvtime {
             ranges.push(RamRange {
                 base: PVTIME_BASE,
                 size: PVTIME_SIZE,
@@ -357,34 +345,36 @@ impl Arch for Aarch64 {
         true
     }
 
-    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
-        self.create_gic(vm)?;
-        if self.pmu && vm.check_extension(KVM_CAP_ARM_PMU_V3) <= 0 {
-            return Err(Error::NoPmu);
-        }
-        self.sve = vm.check_extension(KVM_CAP_ARM_SVE) > 0;
-        if self.sve_max_vl.is_some() && !self.sve {
-            return Err(Error::NoSve);
-        }
-        self.ptrauth = vm.check_extension(KVM_CAP_ARM_PTRAUTH_ADDRESS) > 0
-            && vm.check_extension(KVM_CAP_ARM_PTRAUTH_GENERIC) > 0;
-        self.pvtime = self.pvtime_wanted && kvm.check_extension(KVM_CAP_STEAL_TIME) > 0;
-        log::debug!(
-            "arm64: sve {} ptrauth {} pvtime {} pmu {}",
-            self.sve,
-            self.ptrauth,
-            self.pvtime,
-            self.pmu
-        );
-        Ok(())
+    fn setup_vm(&self, kvm: &Kvm, vm: &Vm) -> Result<Chipset, Error> {
+        let (gic, gic_fd, its_fd) = self.create_gic(vm)?;
+        let features = self.wanted.decide(HostCaps {
+            pmu: vm.check_extension(KVM_CAP_ARM_PMU_V3) > 0,
+            sve: vm.check_extension(KVM_CAP_ARM_SVE) > 0,
+            ptrauth: vm.check_extension(KVM_CAP_ARM_PTRAUTH_ADDRESS) > 0
+                && vm.check_extension(KVM_CAP_ARM_PTRAUTH_GENERIC) > 0,
+            steal_time: kvm.check_extension(KVM_CAP_STEAL_TIME) > 0,
+        })?;
+        log::debug!("arm64: {features:?}");
+        Ok(Chipset {
+            gic,
+            gic_fd,
+            its_fd,
+            features,
+        })
     }
 
-    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
+    fn setup_devices(
+        &self,
+        chip: &Chipset,
+        p: &mut Platform,
+        virtio: VirtioSet,
+    ) -> Result<Devices, Error> {
         let spis: Arc<dyn SpiSink> = Arc::new(VmSpis(p.vm.clone()));
-        let chip: Arc<dyn IrqChip> = Arc::new(SpiLines(spis.clone()));
-        let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
-        p.fdt_nodes.extend(LEGACY.nodes());
-        if let Some((base, size)) = self.gic.and_then(|g| g.v2m) {
+        let irqchip: Arc<dyn IrqChip> = Arc::new(SpiLines(spis.clone()));
+        let serial = LEGACY.attach(&mut p.mmio, &irqchip, Box::new(ConsoleOut))?;
+        let mut tree = DeviceTree::default();
+        tree.extend(LEGACY.nodes(), true);
+        if let Some((base, size)) = chip.gic.v2m {
             p.mmio.insert(
                 "gicv2m",
                 base,
@@ -392,198 +382,124 @@ impl Arch for Aarch64 {
                 Arc::new(Mutex::new(V2mFrame::new(spis.clone()))),
             )?;
         }
-        let gic = self
-            .gic
-            .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
-        self.pci = devices::place_virtio(p, &gic, chip, spis, LEGACY.next_irq())?;
-        Ok(Arc::new(SerialConsole(serial)))
+        devices::place_virtio(
+            p,
+            &mut tree,
+            virtio,
+            &chip.gic,
+            irqchip,
+            spis,
+            LEGACY.next_irq(),
+        )?;
+        Ok(Devices {
+            console: Arc::new(SerialConsole(serial)),
+            exits: Arc::new(NoExits),
+            tree,
+        })
     }
 
     fn default_cmdline(&self) -> &'static str {
         super::DEFAULT_CMDLINE
     }
 
-    fn init_vcpu(&mut self, _kvm: &Kvm, vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
-        let mut kvi = vm.preferred_target()?;
-        let mut features = 1u32 << KVM_ARM_VCPU_PSCI_0_2;
-        // Secondaries stay off until the guest starts them with PSCI CPU_ON.
-        if vcpu.id() > 0 {
-            features |= 1 << KVM_ARM_VCPU_POWER_OFF;
-        }
-        if self.pmu {
-            features |= 1 << KVM_ARM_VCPU_PMU_V3;
-        }
-        if self.sve {
-            features |= 1 << KVM_ARM_VCPU_SVE;
-        }
-        if self.ptrauth {
-            features |= (1 << KVM_ARM_VCPU_PTRAUTH_ADDRESS) | (1 << KVM_ARM_VCPU_PTRAUTH_GENERIC);
-        }
-        kvi.features[0] |= features;
-        vcpu.vcpu_init(&kvi)?;
-        if self.sve {
-            self.limit_sve(vcpu)?;
-            vcpu.vcpu_finalize(KVM_ARM_VCPU_SVE as i32)?;
-        }
-        self.mpidrs.push(vcpu.get_one_reg(regs::MPIDR_EL1)?);
-        if self.pvtime {
-            let ipa = PVTIME_BASE + u64::from(vcpu.id()) * PVTIME_RECORD;
-            vcpu.set_device_attr(
-                "KVM_SET_DEVICE_ATTR(PVTIME_IPA)",
-                KVM_ARM_VCPU_PVTIME_CTRL,
-                KVM_ARM_VCPU_PVTIME_IPA.into(),
-                std::ptr::addr_of!(ipa) as u64,
-            )?;
-        }
-        Ok(())
-    }
-
-    fn finish_vcpus(&mut self, vm: &Vm, vcpus: &[Vcpu]) -> Result<(), Error> {
-        if let Some(fd) = &self.gic_fd {
-            fd.set_attr_u32(
-                "KVM_SET_DEVICE_ATTR(vGIC NR_IRQS)",
-                KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
-                0,
-                NR_IRQS,
-            )?;
-            fd.set_attr(
-                "KVM_SET_DEVICE_ATTR(vGIC CTRL_INIT)",
-                KVM_DEV_ARM_VGIC_GRP_CTRL,
-                KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
-                0,
-            )?;
-        }
-        if let Some(its) = &self.its_fd {
-            its.set_attr(
-                "KVM_SET_DEVICE_ATTR(ITS CTRL_INIT)",
-                KVM_DEV_ARM_VGIC_GRP_CTRL,
-                KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
-                0,
-            )?;
-        }
-        if self.pmu {
-            let intid: u32 = PMU_PPI + 16;
-            for vcpu in vcpus {
-                for (attr, addr, op) in [
-                    (
-                        KVM_ARM_VCPU_PMU_V3_IRQ,
-                        &intid as *const u32 as u64,
-                        "KVM_SET_DEVICE_ATTR(PMU_V3_IRQ)",
-                    ),
-                    (
-                        KVM_ARM_VCPU_PMU_V3_INIT,
-                        0,
-                        "KVM_SET_DEVICE_ATTR(PMU_V3_INIT)",
-                    ),
-                ] {
-                    vcpu.set_device_attr(op, KVM_ARM_VCPU_PMU_V3_CTRL, attr.into(), addr)?;
-                }
-            }
-        }
+    fn init_vcpus(
+        &self,
+        chip: &Chipset,
+        _kvm: &Kvm,
+        vm: &Vm,
+        vcpus: &[Vcpu],
+    ) -> Result<Topology, Error> {
+        let mpidrs = vcpus
+            .iter()
+            .map(|vcpu| self.init_vcpu(chip.features, vm, vcpu))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::init_gic(chip, vcpus)?;
         let host = KvmAsyncPf { vm, vcpus };
-        self.async_pf = asyncpf::configure(&host, self.async_pf_mode, self.cpus)?;
-        Ok(())
+        let async_pf = asyncpf::configure(&host, self.async_pf_mode, self.cpus)?;
+        Ok(Topology {
+            mpidrs,
+            sdei: async_pf.is_some(),
+        })
     }
 
     fn load(
-        &mut self,
+        &self,
+        chip: &Chipset,
+        topology: &Topology,
+        devices: &DeviceTree,
         mem: &GuestMemory,
-        _cfg: &VmConfig,
-        kernel: &[u8],
-        initrd: Option<&[u8]>,
-        cmdline: &str,
-        fdt_nodes: &[DeviceNode],
+        images: &BootImages<'_>,
     ) -> Result<Boot, Error> {
-        let image = Image::parse(kernel)?;
+        let image = Image::parse(images.kernel)?;
         log::debug!(
             "arm64: kernel format {:?}, text offset {:#x}, {} bytes",
             image.format,
             image.text_offset,
             image.image_size
         );
-        let Placement {
-            kernel: kernel_at,
-            kernel_end,
-            fdt: fdt_at,
-            initrd: initrd_at,
-        } = image::place(
+        let at: Placement = image::place(
             self.ram_base,
             self.ram_size,
             &image,
-            initrd.map(|i| i.len() as u64),
+            images.initrd.map(|i| i.len() as u64),
         )?;
-        Self::write(mem, "kernel", kernel_at, kernel)?;
-        if let (Some(data), Some((addr, _))) = (initrd, initrd_at) {
-            Self::write(mem, "initrd", addr, data)?;
-        }
-        if self.mpidrs.len() != self.cpus as usize {
-            return Err(Error::MissingMpidr(self.mpidrs.len() as u32));
-        }
-        let gic = self
-            .gic
-            .ok_or(Error::Gic(gic::Error::Unknown("none".into())))?;
+        write::write_kernel_and_initrd(
+            mem,
+            (at.kernel, images.kernel),
+            at.initrd
+                .zip(images.initrd)
+                .map(|((addr, _), data)| (addr, data)),
+        )?;
         let blob = fdt::build(&FdtInputs {
-            mpidrs: &self.mpidrs,
+            mpidrs: &topology.mpidrs,
             ram_base: self.ram_base,
             ram_size: self.ram_size,
-            cmdline,
-            initrd: initrd_at,
-            gic: &gic,
-            pmu: self.pmu,
-            sdei: self.async_pf.is_some(),
+            cmdline: images.cmdline,
+            initrd: at.initrd,
+            gic: &chip.gic,
+            pmu: chip.features.pmu,
+            sdei: topology.sdei,
             kaslr_seed: self.kaslr_seed,
-            devices: fdt_nodes,
-            stdout: fdt_nodes.first(),
-            pci: self.pci.as_ref(),
+            devices,
         })?;
-        if let Some(path) = &self.dump_dtb {
-            std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Self::write(mem, "device tree", fdt_at, &blob)?;
+        write::write_fdt(mem, at.fdt, &blob, self.dump_dtb.as_deref())?;
         log::debug!(
-            "arm64: kernel {kernel_at:#x}..{kernel_end:#x}, fdt {fdt_at:#x} ({} bytes), initrd {initrd_at:?}",
-            blob.len()
+            "arm64: kernel {:#x}..{:#x}, fdt {:#x} ({} bytes), initrd {:?}",
+            at.kernel,
+            at.kernel_end,
+            at.fdt,
+            blob.len(),
+            at.initrd
         );
         Ok(Boot {
-            entry: kernel_at,
-            fdt: fdt_at,
+            entry: at.kernel,
+            fdt: at.fdt,
         })
     }
 
-    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
+    fn boot_vcpu(&self, vcpu: &Vcpu, boot: &Boot) -> Result<(), Error> {
         if vcpu.id() != 0 {
             return Ok(());
         }
-        Self::set_reg(vcpu, regs::PSTATE, regs::PSTATE_EL1H_DAIF)?;
-        Self::set_reg(vcpu, regs::PC, boot.entry)?;
-        Self::set_reg(vcpu, regs::x(0), boot.fdt)?;
+        vcpu.set_one_reg(regs::PSTATE, regs::PSTATE_EL1H_DAIF)?;
+        vcpu.set_one_reg(regs::PC, boot.entry)?;
+        vcpu.set_one_reg(regs::x(0), boot.fdt)?;
         for n in 1..4 {
-            Self::set_reg(vcpu, regs::x(n), 0)?;
+            vcpu.set_one_reg(regs::x(n), 0)?;
         }
         Ok(())
     }
 
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
-        let mut out = String::new();
-        let r = |id| Self::read_reg(vcpu, id).map_or("?".to_string(), |v| format!("{v:#018x}"));
-        let _ = writeln!(
-            out,
-            "pc {} sp {} pstate {}",
-            r(regs::PC),
-            r(regs::SP),
-            r(regs::PSTATE)
-        );
-        for n in 0..31u64 {
-            let _ = write!(
-                out,
-                "x{n:<2} {}{}",
-                r(regs::x(n)),
-                if n % 4 == 3 { "\n" } else { " " }
-            );
-        }
-        out
+        let r = |id| vcpu.get_one_reg(id).ok();
+        let x: Vec<Option<u64>> = (0..31u64).map(|n| r(regs::x(n))).collect();
+        RegisterDump::default()
+            .line(&[
+                ("pc", r(regs::PC)),
+                ("sp", r(regs::SP)),
+                ("pstate", r(regs::PSTATE)),
+            ])
+            .bank("x", &x)
+            .finish()
     }
 }

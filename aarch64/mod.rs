@@ -6,7 +6,9 @@
 
 pub mod asyncpf;
 pub mod devices;
+pub mod error;
 pub mod fdt;
+pub mod features;
 pub mod gic;
 pub mod image;
 pub mod layout;

@@ -7,22 +7,24 @@ use std::sync::Arc;
 
 use super::pci::{FIRST_LSI, MEM_CPU_BASE, MEM_PCI_BASE, MEM_SIZE};
 use super::xics::{IRQ_BASE, NR_IRQS};
-use crate::arch::Platform;
+use crate::arch::{Platform, VirtioSet};
+use crate::fdt::PciHost;
 use crate::hw::pci::PciRoot;
 use crate::irq::{IrqChip, IrqLine, Trigger};
-use crate::virtio::setup::{self, PciHostBuilder, PciHostInfo};
+use crate::virtio::setup::{self, PciHostBuilder};
 
-/// Places `p.virtio` on the PHB. `make_lsi` turns an XICS source into a
+/// Places `virtio` on the PHB. `make_lsi` turns an XICS source into a
 /// level-sensitive one before its device can raise it.
 pub fn place_virtio<E>(
     p: &mut Platform,
+    virtio: VirtioSet,
     chip: Arc<dyn IrqChip>,
     mut make_lsi: impl FnMut(u32) -> Result<(), E>,
-) -> Result<Option<(Arc<PciRoot>, PciHostInfo)>, E>
+) -> Result<Option<(Arc<PciRoot>, PciHost)>, E>
 where
     E: From<setup::Error>,
 {
-    let devices = std::mem::take(&mut p.virtio);
+    let devices = virtio.devices;
     if devices.is_empty() {
         return Ok(None);
     }
@@ -43,6 +45,5 @@ where
             None,
         )?;
     }
-    let (root, info) = host.finish(p)?;
-    Ok(Some((root, info)))
+    Ok(Some(host.finish(p)?))
 }

@@ -20,8 +20,7 @@ pub const VTY_REG: u32 = 0x3000_0000;
 const PHANDLE_XICS: u32 = 1;
 
 use super::pci;
-use crate::hw::pci::FunctionInfo;
-use crate::virtio::setup::PciHostInfo;
+use crate::fdt::{begin_chosen, memory_node, DeviceTree};
 
 /// The guest's MMU mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +47,9 @@ pub struct FdtInputs<'a> {
     pub smmu: Option<&'a KvmPpcSmmuInfo>,
     /// Host page size, for filtering page sizes KVM can only back with it.
     pub backing_page_shift: u32,
-    /// The PHB and its functions, when the guest has PCI devices.
-    pub pci: Option<(&'a PciHostInfo, &'a [FunctionInfo])>,
+    /// The devices: sPAPR has no platform devices in the tree, only the
+    /// PHB and its functions when the guest has PCI devices.
+    pub devices: &'a DeviceTree,
 }
 
 /// `ibm,segment-page-sizes`: for each segment size, its SLB encoding and
@@ -93,12 +93,7 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_u32("#address-cells", 2)?;
     fdt.property_u32("#size-cells", 2)?;
 
-    let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", inp.cmdline)?;
-    if let Some((start, size)) = inp.initrd {
-        fdt.property_u64("linux,initrd-start", start)?;
-        fdt.property_u64("linux,initrd-end", start + size)?;
-    }
+    let chosen = begin_chosen(&mut fdt, inp.cmdline, inp.initrd, None)?;
     let vty = format!("/vdevice/vty@{VTY_REG:x}");
     fdt.property_string("linux,stdout-path", &vty)?;
     fdt.property_string("stdout-path", &vty)?;
@@ -107,10 +102,7 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     }
     fdt.end_node(chosen)?;
 
-    let memory = fdt.begin_node("memory@0")?;
-    fdt.property_string("device_type", "memory")?;
-    fdt.property_array_u64("reg", &[0, inp.ram_size])?;
-    fdt.end_node(memory)?;
+    memory_node(&mut fdt, 0, inp.ram_size)?;
 
     let m = inp.model;
     let sps = segment_page_sizes(inp.smmu, inp.backing_page_shift);
@@ -216,8 +208,8 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.end_node(vty_node)?;
     fdt.end_node(vdevice)?;
 
-    if let Some((info, functions)) = inp.pci {
-        pci::write_fdt(&mut fdt, info, functions, PHANDLE_XICS)?;
+    if let Some(host) = &inp.devices.pci {
+        pci::write_fdt(&mut fdt, &host.info, &host.functions, PHANDLE_XICS)?;
     }
 
     fdt.end_node(root)?;
@@ -230,6 +222,9 @@ mod tests {
     use super::super::kvm_sys::{PageEncoding, SegmentPageSizes};
     use super::*;
     use crate::fdt::testing::{assert_golden, decompile};
+    use crate::fdt::PciHost;
+    use crate::hw::pci::FunctionInfo;
+    use crate::virtio::setup::PciHostInfo;
 
     const POWER9: u32 = 0x004e_1202;
 
@@ -272,12 +267,7 @@ mod tests {
         blob_pci(cpus, mmu, initrd, None)
     }
 
-    fn blob_pci(
-        cpus: u32,
-        mmu: Mmu,
-        initrd: bool,
-        pci: Option<(&PciHostInfo, &[FunctionInfo])>,
-    ) -> Vec<u8> {
+    fn blob_pci(cpus: u32, mmu: Mmu, initrd: bool, pci: Option<PciHost>) -> Vec<u8> {
         let model = lookup(POWER9).unwrap();
         let smmu = power9_smmu();
         build(&FdtInputs {
@@ -291,7 +281,10 @@ mod tests {
             mmu,
             smmu: Some(&smmu),
             backing_page_shift: 16,
-            pci,
+            devices: &DeviceTree {
+                pci,
+                ..Default::default()
+            },
         })
         .unwrap()
     }
@@ -316,10 +309,10 @@ mod tests {
             pin: 1,
             bars: vec![(0, addr, 0x8000)],
         };
-        let functions = [f(1, 0x1042, 0x8000_0000), f(2, 0x1049, 0x8000_8000)];
+        let functions = vec![f(1, 0x1042, 0x8000_0000), f(2, 0x1049, 0x8000_8000)];
         assert_golden(
             "ppc64le/2cpu-radix-virtio-pci",
-            &blob_pci(2, Mmu::Radix, false, Some((&info, &functions))),
+            &blob_pci(2, Mmu::Radix, false, Some(PciHost { info, functions })),
         );
     }
 

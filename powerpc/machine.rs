@@ -1,15 +1,17 @@
 //! The PowerPC (sPAPR) implementation of the architecture hooks: the part
 //! that talks to KVM.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vm_memory::{Bytes, GuestAddress};
+
+use super::choice::{MmuChoice, XicsChoice};
+use super::cpu_states::CpuStates;
+pub use super::error::Error;
 
 use super::cpu_table::{self, CpuModel};
 use super::devices;
@@ -17,23 +19,22 @@ use super::fdt::{self, FdtInputs, Mmu, VTY_REG};
 use super::hcall::{self, HcallHost, Unknown, XicsHcalls};
 use super::hpt;
 use super::hvterm::HvTerm;
-use super::kvm_sys::backend::vcpu_interrupt;
 use super::kvm_sys::*;
 use super::layout::{self, SECONDARY_ENTRY};
 use super::rtas::{self, RtasHost, XicsRtas, XICS_CALLS};
 use super::tce::TceTable;
 use super::xics::{ServerLines, Xics};
-use crate::arch::{Arch, ExitHandler, Platform};
-use crate::bus::lock;
+use crate::arch::{Arch, BootImages, Devices, ExitHandler, Platform, VirtioSet};
 use crate::config::VmConfig;
 use crate::control::{GuestExit, VmControl};
-use crate::fdt::DeviceNode;
+use crate::fdt::DeviceTree;
 use crate::hw::pci::PciRoot;
 use crate::irq::IrqChip;
-use crate::kvm::{Device, Kvm, Vcpu, Vm};
+use crate::kvm::{Device, InterruptLine, Kvm, Vcpu, Vm};
+use crate::loader::write;
 use crate::memory::{AlignedMapping, GuestMemory, RamRange};
-use crate::term::{ConsoleOut, ConsoleSink};
-use crate::virtio::setup::PciHostInfo;
+use crate::regdump::RegisterDump;
+use crate::term::ConsoleOut;
 
 /// 64-bit mode, machine checks enabled, hypervisor state off: how a pSeries
 /// partition enters the kernel.
@@ -41,76 +42,11 @@ const BOOT_MSR: u64 = 0x8000_0000_0000_1000;
 /// KVM-HV hosts allow this many vCPUs in practice (one core each).
 const MAX_CPUS: u32 = 2048;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kvm(#[from] crate::kvm::Error),
-    #[error(transparent)]
-    Layout(#[from] layout::Error),
-    #[error(transparent)]
-    Fdt(#[from] fdt::Error),
-    #[error(transparent)]
-    Devices(#[from] crate::virtio::setup::Error),
-    #[error("unknown --mmu '{0}' (radix, hash, auto)")]
-    UnknownMmu(String),
-    #[error("unknown --irqchip '{0}' (powerpc: xics-kernel, xics-user)")]
-    UnknownIrqchip(String),
-    #[error("--mmu {0}: this host's KVM cannot run {0} guests")]
-    MmuUnavailable(&'static str),
-    #[error("--irqchip xics-kernel: this host's KVM has no in-kernel XICS")]
-    NoKernelXics,
-    #[error("the host PVR {0:#010x} is not a POWER7..POWER10 processor lkvm knows")]
-    UnknownCpu(u32),
-    #[error("cannot allocate the hashed page table: {0}")]
-    Htab(#[source] std::io::Error),
-    #[error("cannot write {what} into guest memory: {source}")]
-    Write {
-        what: &'static str,
-        #[source]
-        source: vm_memory::GuestMemoryError,
-    },
-    #[error("--dump-dtb {path}: {source}")]
-    DumpDtb {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MmuChoice {
-    Auto,
-    Radix,
-    Hash,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum XicsChoice {
-    Auto,
-    Kernel,
-    User,
-}
-
 /// What the boot vCPU starts with.
 #[derive(Clone, Copy, Debug)]
 pub struct Boot {
     pub entry: u64,
     pub fdt: u64,
-}
-
-/// One CPU's RTAS state: stopped by `stop-self`, and the entry point and r3
-/// a `start-cpu` left for it.
-#[derive(Clone, Copy, Debug, Default)]
-struct CpuState {
-    stopped: bool,
-    start: Option<(u64, u64)>,
-}
-
-/// Per-CPU start/stop state for RTAS `start-cpu` / `stop-self`.
-#[derive(Debug, Default)]
-struct CpuStates {
-    cpus: Mutex<Vec<CpuState>>,
-    wake: Condvar,
 }
 
 /// What the hcall and RTAS handlers act on.
@@ -237,59 +173,36 @@ impl RtasHost for Firmware {
     }
 
     fn cpu_running(&self, cpu: u32) -> Option<bool> {
-        lock(&self.states.cpus)
-            .get(cpu as usize)
-            .map(|c| !c.stopped)
+        self.states.running(cpu)
     }
 
     fn start_cpu(&self, cpu: u32, entry: u64, r3: u64) -> bool {
-        let mut cpus = lock(&self.states.cpus);
-        match cpus.get_mut(cpu as usize) {
-            Some(c) if c.stopped => {
-                c.stopped = false;
-                c.start = Some((entry, r3));
-                self.states.wake.notify_all();
-                true
-            }
-            _ => false,
-        }
+        self.states.start(cpu, entry, r3)
     }
 
     fn stop_self(&self, caller: u32) {
-        if let Some(c) = lock(&self.states.cpus).get_mut(caller as usize) {
-            c.stopped = true;
-        }
+        self.states.stop(caller);
         let states = self.states.clone();
         let ctl = self.ctl.clone();
         // Park this vCPU's thread until a start-cpu names it (or the VM ends).
         self.ctl.run_on_vcpu(
             caller,
             Box::new(move |vcpu| {
-                let mut cpus = lock(&states.cpus);
-                loop {
-                    if ctl.is_stopping() {
-                        return;
+                while !ctl.is_stopping() {
+                    let Some((entry, r3)) = states.wait_start(caller, Duration::from_millis(50))
+                    else {
+                        continue;
+                    };
+                    let regs = vcpu.get_regs().map(|mut r| {
+                        r.pc = entry;
+                        r.gpr[3] = r3;
+                        r.msr = BOOT_MSR;
+                        r
+                    });
+                    if let Err(e) = regs.and_then(|r| vcpu.set_regs(&r)) {
+                        log::warn!("start-cpu {caller}: {e}");
                     }
-                    if let Some((entry, r3)) =
-                        cpus.get_mut(caller as usize).and_then(|c| c.start.take())
-                    {
-                        drop(cpus);
-                        let regs = vcpu.get_regs().map(|mut r| {
-                            r.pc = entry;
-                            r.gpr[3] = r3;
-                            r.msr = BOOT_MSR;
-                            r
-                        });
-                        if let Err(e) = regs.and_then(|r| vcpu.set_regs(&r)) {
-                            log::warn!("start-cpu {caller}: {e}");
-                        }
-                        return;
-                    }
-                    cpus = states
-                        .wake
-                        .wait_timeout(cpus, Duration::from_millis(50))
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    return;
                 }
             }),
         );
@@ -314,13 +227,13 @@ impl<'a> ExitHandler<hcall::Hcall<'a>> for PpcExits {
     }
 }
 
-/// Every vCPU's external interrupt, through `KVM_INTERRUPT` on a copy of
-/// its fd (asynchronous on PowerPC: any thread may call it).
-struct VcpuLines(Vec<OwnedFd>);
+/// Every vCPU's external interrupt, through `KVM_INTERRUPT` (which any
+/// thread may call on PowerPC).
+struct VcpuLines(Vec<InterruptLine>);
 
 impl ServerLines for VcpuLines {
     fn set(&self, server: u32, level: bool) {
-        let Some(fd) = self.0.get(server as usize) else {
+        let Some(line) = self.0.get(server as usize) else {
             return;
         };
         let irq = if level {
@@ -328,106 +241,103 @@ impl ServerLines for VcpuLines {
         } else {
             KVM_INTERRUPT_UNSET
         };
-        if let Err(e) = vcpu_interrupt(fd, irq) {
-            log::debug!("KVM_INTERRUPT on server {server}: {e}");
+        if let Err(e) = line.set(irq) {
+            log::debug!("server {server}: {e}");
         }
     }
 }
 
+#[derive(Debug)]
 pub struct Ppc64 {
     cpus: u32,
     ram_size: u64,
     mmu_choice: MmuChoice,
     xics_choice: XicsChoice,
-    mmu: Mmu,
-    hv: bool,
-    smmu: Option<KvmPpcSmmuInfo>,
-    kernel_xics: Option<Device>,
-    user_xics: Option<Arc<Xics>>,
-    user_htab: Option<AlignedMapping>,
-    pvr: u32,
-    model: Option<CpuModel>,
-    firmware: Option<Arc<Firmware>>,
-    vcpu_fds: Vec<OwnedFd>,
     dump_dtb: Option<PathBuf>,
-    pci: Option<(Arc<PciRoot>, PciHostInfo)>,
 }
 
-impl std::fmt::Debug for Ppc64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ppc64")
-            .field("cpus", &self.cpus)
-            .field("mmu", &self.mmu)
-            .field("hv", &self.hv)
-            .finish()
-    }
+/// The interrupt controller: KVM's XICS, or lkvm's.
+pub enum XicsKind {
+    Kernel(Device),
+    User(Arc<Xics>),
+}
+
+/// What `setup_vm` made: the guest MMU (with the hashed page table lkvm
+/// keeps for PR KVM) and the interrupt controller.
+pub struct Chipset {
+    hv: bool,
+    smmu: Option<KvmPpcSmmuInfo>,
+    mmu: Mmu,
+    user_htab: Option<AlignedMapping>,
+    xics: XicsKind,
+}
+
+/// The processor every vCPU is, as KVM started vCPU 0.
+pub struct Topology {
+    pvr: u32,
+    model: CpuModel,
 }
 
 impl Ppc64 {
-    fn set_mmu(&mut self, vm: &Vm) -> Result<(), Error> {
-        let radix = vm.check_extension(KVM_CAP_PPC_MMU_RADIX) > 0;
-        // Hosts older than POWER9 report neither capability: hash only.
-        let hash = vm.check_extension(KVM_CAP_PPC_MMU_HASH_V3) > 0 || !radix;
-        let want_radix = match self.mmu_choice {
-            MmuChoice::Auto => radix,
-            MmuChoice::Radix if radix => true,
-            MmuChoice::Radix => return Err(Error::MmuUnavailable("radix")),
-            MmuChoice::Hash if hash => false,
-            MmuChoice::Hash => return Err(Error::MmuUnavailable("hash")),
-        };
-        if want_radix {
-            self.mmu = Mmu::Radix;
-            return Ok(());
+    fn mmu(&self, vm: &Vm, hv: bool) -> Result<(Mmu, Option<AlignedMapping>), Error> {
+        let radix = self.mmu_choice.radix(
+            vm.check_extension(KVM_CAP_PPC_MMU_RADIX) > 0,
+            vm.check_extension(KVM_CAP_PPC_MMU_HASH_V3) > 0,
+        )?;
+        if radix {
+            return Ok((Mmu::Radix, None));
         }
         let order = hpt::order_for_ram(self.ram_size);
-        let order = if self.hv {
-            vm.allocate_htab(order)?
-        } else {
-            // PR KVM: the HPT lives in lkvm's memory, named by SDR1.
-            let map = AlignedMapping::new(1 << order, 1 << hpt::MIN_ORDER).map_err(Error::Htab)?;
-            self.user_htab = Some(map);
-            order
-        };
-        self.mmu = Mmu::Hash { order };
+        if hv {
+            return Ok((
+                Mmu::Hash {
+                    order: vm.allocate_htab(order)?,
+                },
+                None,
+            ));
+        }
+        // PR KVM: the HPT lives in lkvm's memory, named by SDR1.
+        let map = AlignedMapping::new(1 << order, 1 << hpt::MIN_ORDER).map_err(Error::Htab)?;
+        Ok((Mmu::Hash { order }, Some(map)))
+    }
+
+    fn init_vcpu(&self, chip: &Chipset, pvr: u32, vcpu: &Vcpu) -> Result<(), Error> {
+        // Forward the hypercalls KVM does not handle (PR needs this; HV
+        // accepts it).
+        vcpu.enable_cap(KVM_CAP_PPC_PAPR, [0; 4])?;
+        if let (Some(map), Mmu::Hash { order }) = (&chip.user_htab, chip.mmu) {
+            let mut sregs = vcpu.get_sregs()?;
+            sregs.sdr1 = hpt::sdr1(map.host_addr(), order);
+            sregs.pvr = pvr;
+            vcpu.set_sregs(&sregs)?;
+            if let Err(e) = vcpu.set_one_reg(KVM_REG_PPC_HIOR, 0) {
+                log::debug!("HIOR: {e}");
+            }
+        }
+        if let XicsKind::Kernel(xics) = &chip.xics {
+            vcpu.enable_cap(
+                KVM_CAP_IRQ_XICS,
+                [xics.raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
+            )?;
+        }
         Ok(())
     }
 }
 
 impl Arch for Ppc64 {
     type Error = Error;
-    type Boot = Boot;
     type Exit<'a> = hcall::Hcall<'a>;
+    type Chipset = Chipset;
+    type Topology = Topology;
+    type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let mmu_choice = match cfg.arch.powerpc.mmu.as_deref() {
-            None | Some("auto") => MmuChoice::Auto,
-            Some("radix") => MmuChoice::Radix,
-            Some("hash") => MmuChoice::Hash,
-            Some(other) => return Err(Error::UnknownMmu(other.to_string())),
-        };
-        let xics_choice = match cfg.arch.dt.irqchip.as_deref() {
-            None => XicsChoice::Auto,
-            Some("xics-kernel") => XicsChoice::Kernel,
-            Some("xics-user") => XicsChoice::User,
-            Some(other) => return Err(Error::UnknownIrqchip(other.to_string())),
-        };
         Ok(Ppc64 {
             cpus: cfg.cpus,
             ram_size: cfg.ram_size,
-            mmu_choice,
-            xics_choice,
-            mmu: Mmu::Radix,
-            hv: false,
-            smmu: None,
-            kernel_xics: None,
-            user_xics: None,
-            user_htab: None,
-            pvr: 0,
-            model: None,
-            firmware: None,
-            vcpu_fds: Vec::new(),
+            mmu_choice: MmuChoice::parse(cfg.arch.powerpc.mmu.as_deref())?,
+            xics_choice: XicsChoice::parse(cfg.arch.dt.irqchip.as_deref())?,
             dump_dtb: cfg.arch.dt.dump_dtb.clone(),
-            pci: None,
         })
     }
 
@@ -451,21 +361,18 @@ impl Arch for Ppc64 {
         false
     }
 
-    fn setup_vm(&mut self, _kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
+    fn setup_vm(&self, _kvm: &Kvm, vm: &Vm) -> Result<Chipset, Error> {
         // KVM_CAP_PPC_ALLOC_HTAB reports whether the VM is HV.
-        self.hv = vm.check_extension(KVM_CAP_PPC_ALLOC_HTAB) > 0;
-        if vm.check_extension(KVM_CAP_PPC_GET_SMMU_INFO) > 0 {
-            self.smmu = Some(vm.smmu_info()?);
-        }
-        self.set_mmu(vm)?;
-        let has_kernel_xics = vm.check_extension(KVM_CAP_IRQ_XICS) > 0;
-        let kernel = match self.xics_choice {
-            XicsChoice::Auto => has_kernel_xics,
-            XicsChoice::Kernel if has_kernel_xics => true,
-            XicsChoice::Kernel => return Err(Error::NoKernelXics),
-            XicsChoice::User => false,
+        let hv = vm.check_extension(KVM_CAP_PPC_ALLOC_HTAB) > 0;
+        let smmu = match vm.check_extension(KVM_CAP_PPC_GET_SMMU_INFO) > 0 {
+            true => Some(vm.smmu_info()?),
+            false => None,
         };
-        if kernel {
+        let (mmu, user_htab) = self.mmu(vm, hv)?;
+        let kernel = self
+            .xics_choice
+            .in_kernel(vm.check_extension(KVM_CAP_IRQ_XICS) > 0)?;
+        let xics = if kernel {
             let fd = vm.create_device(KVM_DEV_TYPE_XICS)?;
             if vm.check_extension(KVM_CAP_PPC_RTAS) > 0 {
                 for name in XICS_CALLS {
@@ -474,28 +381,38 @@ impl Arch for Ppc64 {
                     }
                 }
             }
-            self.kernel_xics = Some(fd);
+            XicsKind::Kernel(fd)
         } else {
-            self.user_xics = Some(Xics::new(self.cpus));
-        }
+            XicsKind::User(Xics::new(self.cpus))
+        };
         log::debug!(
             "ppc: {} host, {:?} guest MMU, {} XICS",
-            if self.hv { "HV" } else { "PR" },
-            self.mmu,
+            if hv { "HV" } else { "PR" },
+            mmu,
             if kernel { "in-kernel" } else { "userspace" }
         );
-        Ok(())
+        Ok(Chipset {
+            hv,
+            smmu,
+            mmu,
+            user_htab,
+            xics,
+        })
     }
 
-    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
-        let chip: Arc<dyn IrqChip> = match &self.user_xics {
-            Some(x) => x.clone(),
-            None => p.vm.clone(),
+    fn setup_devices(
+        &self,
+        chip: &Chipset,
+        p: &mut Platform,
+        virtio: VirtioSet,
+    ) -> Result<Devices, Error> {
+        let irqchip: Arc<dyn IrqChip> = match &chip.xics {
+            XicsKind::User(x) => x.clone(),
+            XicsKind::Kernel(_) => p.vm.clone(),
         };
-        let (kernel_xics, user_xics) = (&self.kernel_xics, &self.user_xics);
-        self.pci = devices::place_virtio(p, chip, |irq| -> Result<(), Error> {
-            match (kernel_xics, user_xics) {
-                (Some(fd), _) => {
+        let pci = devices::place_virtio(p, virtio, irqchip, |irq| -> Result<(), Error> {
+            match &chip.xics {
+                XicsKind::Kernel(fd) => {
                     // Masked at the least favoured priority until the
                     // guest routes it with ibm,set-xive.
                     let source = KVM_XICS_LEVEL_SENSITIVE
@@ -508,135 +425,115 @@ impl Arch for Ppc64 {
                         source,
                     )?;
                 }
-                (None, Some(x)) => x.set_level_sensitive(irq),
-                (None, None) => {}
+                XicsKind::User(x) => x.set_level_sensitive(irq),
             }
             Ok(())
         })?;
         let hvterm = Arc::new(HvTerm::default());
+        let (root, host) = match pci {
+            Some((root, host)) => (Some(root), Some(host)),
+            None => (None, None),
+        };
         let firmware = Arc::new(Firmware {
             hvterm: hvterm.clone(),
             mem: p.mem.clone(),
             vm: p.vm.clone(),
             ctl: p.ctl.clone(),
             cpus: self.cpus,
-            xics: self.user_xics.clone(),
-            states: Arc::new(CpuStates {
-                cpus: Mutex::new(vec![CpuState::default(); self.cpus as usize]),
-                wake: Condvar::new(),
-            }),
+            xics: match &chip.xics {
+                XicsKind::User(x) => Some(x.clone()),
+                XicsKind::Kernel(_) => None,
+            },
+            states: Arc::new(CpuStates::new(self.cpus)),
             unknown: Unknown::default(),
             radix_configured: AtomicBool::new(false),
-            pci: self.pci.as_ref().map(|(root, _)| root.clone()),
+            pci: root,
             tce: TceTable::default(),
         });
-        p.exits = Arc::new(PpcExits(firmware.clone()));
-        self.firmware = Some(firmware);
-        Ok(hvterm)
+        Ok(Devices {
+            console: hvterm,
+            exits: Arc::new(PpcExits(firmware)),
+            tree: DeviceTree {
+                pci: host,
+                ..Default::default()
+            },
+        })
     }
 
     fn default_cmdline(&self) -> &'static str {
         super::DEFAULT_CMDLINE
     }
 
-    fn init_vcpu(&mut self, _kvm: &Kvm, _vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
-        // Forward the hypercalls KVM does not handle (PR needs this; HV
-        // accepts it).
-        vcpu.enable_cap(KVM_CAP_PPC_PAPR, [0; 4])?;
-        let mut sregs = vcpu.get_sregs()?;
-        if vcpu.id() == 0 {
-            // KVM-HV starts vCPUs with the host's PVR; the guest is told
-            // that processor.
-            self.pvr = sregs.pvr;
-            self.model = Some(cpu_table::lookup(self.pvr).ok_or(Error::UnknownCpu(self.pvr))?);
+    fn init_vcpus(
+        &self,
+        chip: &Chipset,
+        _kvm: &Kvm,
+        _vm: &Vm,
+        vcpus: &[Vcpu],
+    ) -> Result<Topology, Error> {
+        // KVM-HV starts vCPUs with the host's PVR; the guest is told that
+        // processor.
+        let pvr = vcpus.first().ok_or(Error::NoCpus)?.get_sregs()?.pvr;
+        let model = cpu_table::lookup(pvr).ok_or(Error::UnknownCpu(pvr))?;
+        for vcpu in vcpus {
+            self.init_vcpu(chip, pvr, vcpu)?;
         }
-        if let (Some(map), Mmu::Hash { order }) = (&self.user_htab, self.mmu) {
-            sregs.sdr1 = hpt::sdr1(map.host_addr(), order);
-            sregs.pvr = self.pvr;
-            vcpu.set_sregs(&sregs)?;
-            if let Err(e) = vcpu.set_one_reg(KVM_REG_PPC_HIOR, 0) {
-                log::debug!("HIOR: {e}");
-            }
+        if let XicsKind::User(xics) = &chip.xics {
+            let lines = vcpus
+                .iter()
+                .map(Vcpu::interrupt_line)
+                .collect::<Result<Vec<_>, _>>()?;
+            xics.attach(Arc::new(VcpuLines(lines)));
         }
-        if let Some(xics) = &self.kernel_xics {
-            vcpu.enable_cap(
-                KVM_CAP_IRQ_XICS,
-                [xics.raw_fd() as u64, u64::from(vcpu.id()), 0, 0],
-            )?;
-        } else {
-            self.vcpu_fds.push(vcpu.dup_fd()?);
-        }
-        Ok(())
-    }
-
-    fn finish_vcpus(&mut self, _vm: &Vm, _vcpus: &[Vcpu]) -> Result<(), Error> {
-        if let Some(xics) = &self.user_xics {
-            xics.attach(Arc::new(VcpuLines(std::mem::take(&mut self.vcpu_fds))));
-        }
-        Ok(())
+        Ok(Topology { pvr, model })
     }
 
     fn load(
-        &mut self,
+        &self,
+        chip: &Chipset,
+        topology: &Topology,
+        devices: &DeviceTree,
         mem: &GuestMemory,
-        _cfg: &VmConfig,
-        kernel: &[u8],
-        initrd: Option<&[u8]>,
-        cmdline: &str,
-        _fdt_nodes: &[DeviceNode],
+        images: &BootImages<'_>,
     ) -> Result<Boot, Error> {
-        let write = |what, addr, data: &[u8]| {
-            mem.write_slice(data, GuestAddress(addr))
-                .map_err(|source| Error::Write { what, source })
-        };
-        let k = layout::parse_kernel(kernel)?;
-        let at = layout::place(self.ram_size, k.end, initrd.map(|i| i.len() as u64))?;
+        let k = layout::parse_kernel(images.kernel)?;
+        let at = layout::place(self.ram_size, k.end, images.initrd.map(|i| i.len() as u64))?;
         for (addr, bytes) in &k.pieces {
-            write("kernel", *addr, bytes)?;
+            write::write(mem, "kernel", *addr, bytes)?;
         }
-        if let (Some(data), Some((addr, _))) = (initrd, at.initrd) {
-            write("initrd", addr, data)?;
+        if let (Some(data), Some((addr, _))) = (images.initrd, at.initrd) {
+            write::write(mem, "initrd", addr, data)?;
         }
         let stub = rtas::stub_bytes();
-        write("RTAS", at.rtas, &stub)?;
-        let model = self.model.ok_or(Error::UnknownCpu(self.pvr))?;
-        let pci_fdt = self
-            .pci
-            .as_ref()
-            .map(|(root, info)| (info.clone(), root.describe()));
+        write::write(mem, "RTAS", at.rtas, &stub)?;
         let blob = fdt::build(&FdtInputs {
             cpus: self.cpus,
-            pvr: self.pvr,
-            model: &model,
+            pvr: topology.pvr,
+            model: &topology.model,
             ram_size: self.ram_size,
-            cmdline,
+            cmdline: images.cmdline,
             initrd: at.initrd,
             rtas: (at.rtas, stub.len() as u64),
-            mmu: self.mmu,
-            smmu: self.smmu.as_ref(),
+            mmu: chip.mmu,
+            smmu: chip.smmu.as_ref(),
             backing_page_shift: nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
                 .ok()
                 .flatten()
                 .map_or(16, |p| (p as u64).trailing_zeros()),
-            pci: pci_fdt.as_ref().map(|(info, f)| (info, f.as_slice())),
+            devices,
         })?;
-        if let Some(path) = &self.dump_dtb {
-            std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        write("device tree", at.fdt, &blob)?;
+        write::write_fdt(mem, at.fdt, &blob, self.dump_dtb.as_deref())?;
         log::debug!(
-            "ppc: kernel entry {:#x} end {:#x}, fdt {:#x} ({} bytes), rtas {:#x}, initrd {:?}, pvr {:#x} ({})",
+            "ppc: {} host, kernel entry {:#x} end {:#x}, fdt {:#x} ({} bytes), rtas {:#x}, initrd {:?}, pvr {:#x} ({})",
+            if chip.hv { "HV" } else { "PR" },
             k.entry,
             k.end,
             at.fdt,
             blob.len(),
             at.rtas,
             at.initrd,
-            self.pvr,
-            model.name
+            topology.pvr,
+            topology.model.name
         );
         Ok(Boot {
             entry: k.entry,
@@ -644,7 +541,7 @@ impl Arch for Ppc64 {
         })
     }
 
-    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
+    fn boot_vcpu(&self, vcpu: &Vcpu, boot: &Boot) -> Result<(), Error> {
         let mut regs = vcpu.get_regs()?;
         if vcpu.id() == 0 {
             regs.pc = boot.entry;
@@ -662,26 +559,23 @@ impl Arch for Ppc64 {
     }
 
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
-        let mut out = String::new();
+        let mut d = RegisterDump::default();
         match vcpu.get_regs() {
             Ok(r) => {
-                let _ = writeln!(
-                    out,
-                    "pc {:#018x} msr {:#018x} lr {:#018x} ctr {:#018x} cr {:#x}",
-                    r.pc, r.msr, r.lr, r.ctr, r.cr
-                );
-                for (i, g) in r.gpr.iter().enumerate() {
-                    let _ = write!(
-                        out,
-                        "r{i:<2} {g:#018x}{}",
-                        if i % 4 == 3 { "\n" } else { " " }
-                    );
-                }
+                let gpr: Vec<Option<u64>> = r.gpr.iter().map(|g| Some(*g)).collect();
+                d.line(&[
+                    ("pc", Some(r.pc)),
+                    ("msr", Some(r.msr)),
+                    ("lr", Some(r.lr)),
+                    ("ctr", Some(r.ctr)),
+                ])
+                .short_line(&[("cr", Some(r.cr))])
+                .bank("r", &gpr);
             }
             Err(e) => {
-                let _ = writeln!(out, "registers unavailable: {e}");
+                d.unavailable("registers", e);
             }
         }
-        out
+        d.finish()
     }
 }

@@ -4,8 +4,11 @@
 //! Everything but `machine` and `kvm_sys::backend` is plain data and is
 //! tested on any host.
 
+pub mod choice;
+pub mod cpu_states;
 pub mod cpu_table;
 pub mod devices;
+pub mod error;
 pub mod fdt;
 pub mod hcall;
 pub mod hpt;

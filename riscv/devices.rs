@@ -10,11 +10,12 @@ use super::layout::{
     LEGACY, NR_SOURCES, PCI_ECAM_BASE, PCI_MEM_BASE, PCI_MEM_SIZE, VIRTIO_MMIO_BASE,
     VIRTIO_MMIO_SIZE,
 };
-use crate::arch::Platform;
+use crate::arch::{Platform, VirtioSet};
+use crate::fdt::DeviceTree;
 use crate::irq::{IrqChip, MsiSink, RoutedMsi};
 use crate::kvm::GsiRoute;
 use crate::msi::MsiRouter;
-use crate::virtio::setup::{self, FdtPlatformLayout, PciHostInfo};
+use crate::virtio::setup::{self, FdtPlatformLayout};
 
 pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
     mmio_base: VIRTIO_MMIO_BASE,
@@ -24,12 +25,15 @@ pub const LAYOUT: FdtPlatformLayout = FdtPlatformLayout {
     pci_mem_size: PCI_MEM_SIZE,
 };
 
-/// Places `p.virtio`; sources are handed out after the UARTs'.
+/// Places `virtio` and describes it in `tree`; sources are handed out
+/// after the UARTs'.
 pub fn place_virtio(
     p: &mut Platform,
+    tree: &mut DeviceTree,
+    virtio: VirtioSet,
     kind: IrqchipKind,
     chip: Arc<dyn IrqChip>,
-) -> Result<Option<PciHostInfo>, setup::Error> {
+) -> Result<(), setup::Error> {
     let msi: Option<Arc<dyn MsiSink>> = match kind {
         IrqchipKind::Aia => Some(Arc::new(RoutedMsi {
             vm: p.vm.clone(),
@@ -44,7 +48,7 @@ pub fn place_virtio(
         next += 1;
         (src <= NR_SOURCES).then_some(src)
     };
-    setup::place_on_fdt_platform(p, &LAYOUT, chip, irqs, msi)
+    setup::place_on_fdt_platform(p, tree, virtio, &LAYOUT, chip, irqs, msi)
 }
 
 /// RISC-V AIA's default routes: source N of the APLIC as GSI N.

@@ -8,11 +8,9 @@ use vm_fdt::FdtWriter;
 use super::irqchip::{self, phandle_cpu_intc, IrqchipKind, PHANDLE_IMSIC, PHANDLE_IRQCHIP};
 use super::isa::HartIsa;
 use super::layout::PCI_ECAM_BASE;
-use crate::fdt::DeviceNode;
-use crate::fdt::{MsiParent, PciHostNode};
+use crate::fdt::{begin_chosen, memory_node, DeviceTree, MsiParent, PciHostNode};
 use crate::hw::pci::ecam;
 use crate::irq::Trigger;
-use crate::virtio::setup::PciHostInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,9 +38,8 @@ pub struct FdtInputs<'a> {
     pub cmdline: &'a str,
     pub initrd: Option<(u64, u64)>,
     pub irqchip: IrqchipKind,
-    pub devices: &'a [DeviceNode],
-    pub stdout: Option<&'a DeviceNode>,
-    pub pci: Option<&'a PciHostInfo>,
+    /// The platform devices and the PCI host.
+    pub devices: &'a DeviceTree,
 }
 
 /// The APLIC's interrupt specifier `type` cell.
@@ -56,21 +53,13 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_u32("#address-cells", 2)?;
     fdt.property_u32("#size-cells", 2)?;
 
-    let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", inp.cmdline)?;
-    if let Some((start, size)) = inp.initrd {
-        fdt.property_u64("linux,initrd-start", start)?;
-        fdt.property_u64("linux,initrd-end", start + size)?;
-    }
-    if let Some(dev) = inp.stdout {
-        fdt.property_string("stdout-path", &format!("/soc/{}", dev.node_name()))?;
-    }
+    let stdout = inp
+        .devices
+        .stdout_node()
+        .map(|dev| format!("/soc/{}", dev.node_name()));
+    let chosen = begin_chosen(&mut fdt, inp.cmdline, inp.initrd, stdout.as_deref())?;
     fdt.end_node(chosen)?;
-
-    let memory = fdt.begin_node(&format!("memory@{:x}", inp.ram_base))?;
-    fdt.property_string("device_type", "memory")?;
-    fdt.property_array_u64("reg", &[inp.ram_base, inp.ram_size])?;
-    fdt.end_node(memory)?;
+    memory_node(&mut fdt, inp.ram_base, inp.ram_size)?;
 
     let cpus = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", 1)?;
@@ -111,31 +100,20 @@ pub fn build(inp: &FdtInputs<'_>) -> Result<Vec<u8>, Error> {
     fdt.property_null("ranges")?;
     fdt.property_u32("interrupt-parent", PHANDLE_IRQCHIP)?;
     irqchip::write_fdt(&mut fdt, inp.irqchip, inp.harts)?;
-    for dev in inp.devices {
-        let node = fdt.begin_node(&dev.node_name())?;
-        fdt.property_string_list(
-            "compatible",
-            dev.compatible.iter().map(|s| s.to_string()).collect(),
-        )?;
-        fdt.property_array_u64("reg", &[dev.reg_base, dev.reg_size])?;
-        if let Some(irq) = dev.irq {
-            match inp.irqchip {
-                IrqchipKind::Plic => fdt.property_u32("interrupts", irq)?,
-                IrqchipKind::Aia => {
-                    let kind = match dev.trigger {
-                        Trigger::Edge => IRQ_TYPE_EDGE_RISING,
-                        Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
-                    };
-                    fdt.property_array_u32("interrupts", &[irq, kind])?;
-                }
+    for dev in &inp.devices.nodes {
+        let spec = dev.irq.map(|irq| match inp.irqchip {
+            IrqchipKind::Plic => vec![irq],
+            IrqchipKind::Aia => {
+                let kind = match dev.trigger {
+                    Trigger::Edge => IRQ_TYPE_EDGE_RISING,
+                    Trigger::Level => IRQ_TYPE_LEVEL_HIGH,
+                };
+                vec![irq, kind]
             }
-        }
-        for (name, value) in &dev.u32_props {
-            fdt.property_u32(name, *value)?;
-        }
-        fdt.end_node(node)?;
+        });
+        dev.write(&mut fdt, spec.as_deref())?;
     }
-    if let Some(info) = inp.pci {
+    if let Some(info) = inp.devices.pci.as_ref().map(|h| &h.info) {
         let spec = |irq: u32| match inp.irqchip {
             IrqchipKind::Plic => vec![irq],
             IrqchipKind::Aia => vec![irq, IRQ_TYPE_LEVEL_HIGH],
@@ -163,6 +141,8 @@ mod tests {
     use super::super::layout::{LEGACY, RAM_BASE};
     use super::*;
     use crate::fdt::testing::{assert_golden, decompile};
+    use crate::fdt::{DeviceNode, PciHost};
+    use crate::virtio::setup::PciHostInfo;
 
     fn cpu(extensions: Vec<&'static str>) -> CpuInfo {
         let letters = "imafdc".bytes().fold(0u64, |m, c| m | 1 << (c - b'a'));
@@ -190,9 +170,13 @@ mod tests {
         virtio: Vec<DeviceNode>,
         pci: Option<PciHostInfo>,
     ) -> Vec<u8> {
-        let mut devices = LEGACY.nodes();
-        let uart = devices[0].clone();
-        devices.extend(virtio);
+        let mut devices = DeviceTree::default();
+        devices.extend(LEGACY.nodes(), true);
+        devices.extend(virtio, false);
+        devices.pci = pci.map(|info| PciHost {
+            info,
+            functions: vec![],
+        });
         build(&FdtInputs {
             harts,
             cpu,
@@ -202,8 +186,6 @@ mod tests {
             initrd: initrd.then_some((0x8f00_0000, 0x12_3456)),
             irqchip,
             devices: &devices,
-            stdout: Some(&uart),
-            pci: pci.as_ref(),
         })
         .unwrap()
     }

@@ -1,8 +1,6 @@
 //! The RISC-V implementation of the architecture hooks: the part that talks
-//! to KVM.
+//! to KVM. What it decides lives in hart_config.rs, exit.rs and irqchip.rs.
 
-use std::fmt::Write as _;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -12,85 +10,35 @@ use kvm_bindings::{
     KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT, KVM_DEV_RISCV_AIA_GRP_ADDR,
     KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL, KVM_MP_STATE_STOPPED,
 };
-use vm_memory::{Bytes, GuestAddress};
 
+pub use super::error::Error;
 use super::exit::{Exits, UartSbiConsole};
 use super::fdt::{self, CpuInfo, FdtInputs};
+use super::hart_config::{HartConfig, OnError};
 use super::image;
-use super::irqchip::{self, imsic_addr, index_bits, IrqchipKind, IMSIC_IDS};
-use super::isa::{self, HartIsa, ISA_EXTENSIONS};
+use super::irqchip::{imsic_addr, index_bits, IrqchipKind, IMSIC_IDS};
+use super::isa::{HartIsa, ISA_EXTENSIONS};
 use super::layout::{
     APLIC_BASE, KERNEL_OFFSET, LEGACY, NR_SOURCES, PLIC_BASE, PLIC_SIZE, RAM_BASE,
 };
 use super::plic::{HartLines, Plic, PlicMmio};
 use super::regs;
-use crate::arch::{Arch, Platform};
-use crate::bus;
+use crate::arch::{Arch, BootImages, Devices, Platform, VirtioSet};
 use crate::config::VmConfig;
-use crate::fdt::DeviceNode;
+use crate::fdt::DeviceTree;
 use crate::hw::serial::SerialConsole;
 use crate::irq::IrqChip;
-use crate::kvm::{Device, Kvm, Vcpu, Vm};
-use crate::loader::place;
+use crate::kvm::{Device, InterruptLine, Kvm, Vcpu, Vm};
+use crate::loader::{place, write};
 use crate::memory::{GuestMemory, RamRange};
-use crate::term::{ConsoleOut, ConsoleSink};
+use crate::regdump::RegisterDump;
+use crate::term::ConsoleOut;
 
-/// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
-const KVM_INTERRUPT: u64 = 0x4004_ae86;
 /// `KVM_INTERRUPT` values: raise / lower the VS external interrupt.
 const KVM_INTERRUPT_SET: u32 = -1i32 as u32;
 const KVM_INTERRUPT_UNSET: u32 = -2i32 as u32;
 /// Most vCPUs KVM gives a RISC-V VM.
 const MAX_CPUS: u32 = 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{op} failed: {source}")]
-    Kvm {
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Irqchip(#[from] irqchip::Error),
-    #[error(transparent)]
-    Devices(#[from] crate::virtio::setup::Error),
-    #[error(transparent)]
-    Image(#[from] image::Error),
-    #[error(transparent)]
-    Place(#[from] place::Error),
-    #[error(transparent)]
-    Fdt(#[from] fdt::Error),
-    #[error("cannot place a device: {0}")]
-    Bus(#[from] bus::Error),
-    #[error("--disable-{0}: unknown RISC-V ISA extension")]
-    UnknownExtension(String),
-    #[error("--disable-sbi-{0}: unknown SBI extension")]
-    UnknownSbiExtension(String),
-    #[error("--irqchip aia: this host's KVM has no in-kernel AIA")]
-    NoAia,
-    #[error("cannot write {what} into guest memory: {source}")]
-    Write {
-        what: &'static str,
-        #[source]
-        source: vm_memory::GuestMemoryError,
-    },
-    #[error("--dump-dtb {path}: {source}")]
-    DumpDtb {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("hart 0 was not initialised before loading")]
-    NoCpuInfo,
-}
-
-fn kvm_err(op: &'static str) -> impl FnOnce(crate::kvm::Error) -> Error {
-    move |e| Error::Kvm {
-        op,
-        source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
-    }
-}
 
 /// What the boot hart starts with.
 #[derive(Clone, Copy, Debug)]
@@ -99,39 +47,37 @@ pub struct Boot {
     pub fdt: u64,
 }
 
+#[derive(Debug)]
 pub struct Riscv64 {
     cpus: u32,
     ram_size: u64,
     requested: Option<IrqchipKind>,
-    kind: IrqchipKind,
-    aia: Option<Device>,
-    plic: Option<Arc<Plic>>,
-    disabled_exts: Vec<(String, u64)>,
-    disabled_sbi: Vec<(String, u64)>,
-    custom_ids: [(u64, Option<u64>, &'static str); 3],
-    cpu_info: Option<CpuInfo>,
+    harts: HartConfig,
     dump_dtb: Option<PathBuf>,
-    pci: Option<crate::virtio::setup::PciHostInfo>,
 }
 
-impl std::fmt::Debug for Riscv64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Riscv64")
-            .field("cpus", &self.cpus)
-            .field("irqchip", &self.kind)
-            .finish()
+/// The interrupt controller `setup_vm` chose: KVM's AIA, or lkvm's PLIC.
+pub enum Chipset {
+    Aia(Device),
+    Plic(Arc<Plic>),
+}
+
+impl Chipset {
+    fn kind(&self) -> IrqchipKind {
+        match self {
+            Chipset::Aia(_) => IrqchipKind::Aia,
+            Chipset::Plic(_) => IrqchipKind::Plic,
+        }
     }
 }
 
-/// Every hart's VS external interrupt, through `KVM_INTERRUPT` on a copy of
-/// its vCPU fd (the ioctl is asynchronous on RISC-V: any thread may call it).
-struct VcpuExtLines {
-    fds: Vec<OwnedFd>,
-}
+/// Every hart's VS external interrupt, through `KVM_INTERRUPT` (which any
+/// thread may call on RISC-V).
+struct VcpuExtLines(Vec<InterruptLine>);
 
 impl HartLines for VcpuExtLines {
     fn set_external(&self, hart: u32, level: bool) {
-        let Some(fd) = self.fds.get(hart as usize) else {
+        let Some(line) = self.0.get(hart as usize) else {
             return;
         };
         let irq = if level {
@@ -139,48 +85,25 @@ impl HartLines for VcpuExtLines {
         } else {
             KVM_INTERRUPT_UNSET
         };
-        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt { __u32 irq; }`
-        // from `&irq`, which lives across the call; `fd` is a vCPU fd.
-        let rc = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(fd, KVM_INTERRUPT as _, &irq) };
-        if rc < 0 {
-            log::debug!(
-                "KVM_INTERRUPT on hart {hart}: {}",
-                std::io::Error::last_os_error()
-            );
+        if let Err(e) = line.set(irq) {
+            log::debug!("hart {hart}: {e}");
         }
     }
 }
 
-fn set_attr(fd: &Device, op: &'static str, group: u32, attr: u64, addr: u64) -> Result<(), Error> {
-    fd.set_attr(op, group, attr, addr).map_err(kvm_err(op))
-}
-
 impl Riscv64 {
-    fn get(vcpu: &Vcpu, id: u64) -> Option<u64> {
-        vcpu.get_one_reg(id).ok()
-    }
-
-    fn set(vcpu: &Vcpu, id: u64, value: u64) -> crate::kvm::Result<()> {
-        vcpu.set_one_reg(id, value)
-    }
-
     fn read_cpu_info(vcpu: &Vcpu) -> Result<CpuInfo, Error> {
-        let letters = Self::get(vcpu, regs::CONFIG_ISA).ok_or(Error::Kvm {
-            op: "KVM_GET_ONE_REG(config.isa)",
-            source: std::io::Error::last_os_error(),
-        })?;
-        let timebase = Self::get(vcpu, regs::TIMER_FREQUENCY).ok_or(Error::Kvm {
-            op: "KVM_GET_ONE_REG(timer.frequency)",
-            source: std::io::Error::last_os_error(),
-        })?;
+        let get = |id| vcpu.get_one_reg(id).ok();
+        let letters = vcpu.get_one_reg(regs::CONFIG_ISA)?;
+        let timebase = vcpu.get_one_reg(regs::TIMER_FREQUENCY)?;
         let extensions: Vec<&'static str> = ISA_EXTENSIONS
             .iter()
-            .filter(|(_, id)| Self::get(vcpu, regs::isa_ext(*id)) == Some(1))
+            .filter(|(_, id)| get(regs::isa_ext(*id)) == Some(1))
             .map(|(name, _)| *name)
             .collect();
         let has = |name: &str| extensions.contains(&name);
         let block = |on: bool, id| {
-            on.then(|| Self::get(vcpu, id))
+            on.then(|| get(id))
                 .flatten()
                 .and_then(|v| u32::try_from(v).ok())
         };
@@ -191,16 +114,32 @@ impl Riscv64 {
                 letters,
                 extensions,
             },
-            mmu_type: Self::get(vcpu, regs::CONFIG_SATP_MODE).and_then(regs::mmu_type),
+            mmu_type: get(regs::CONFIG_SATP_MODE).and_then(regs::mmu_type),
             timebase_frequency: u32::try_from(timebase).unwrap_or(u32::MAX),
         })
     }
 
-    fn init_aia(&self, vcpus: &[Vcpu]) -> Result<(), Error> {
-        let Some(fd) = &self.aia else {
-            return Ok(());
-        };
-        let config = [
+    fn configure_hart(&self, vcpu: &Vcpu) -> Result<(), Error> {
+        for w in self.harts.writes(vcpu.id()) {
+            let Err(e) = vcpu.set_one_reg(w.reg, w.value) else {
+                continue;
+            };
+            match w.on_error {
+                OnError::Fail(name) => return Err(Error::CustomId { name, source: e }),
+                OnError::Report(what) if e.errno() == Some(libc::ENOENT) => log::info!(
+                    "--disable-{what}: this host's KVM does not offer it; nothing to turn off"
+                ),
+                OnError::Report(what) => {
+                    log::warn!("--disable-{what}: this host's KVM cannot turn it off ({e})")
+                }
+                OnError::Ignore => log::debug!("hart {}: {e}", vcpu.id()),
+            }
+        }
+        Ok(())
+    }
+
+    fn init_aia(&self, aia: &Device, vcpus: &[Vcpu]) -> Result<(), Error> {
+        for (attr, value, op) in [
             (
                 KVM_DEV_RISCV_AIA_CONFIG_SRCS,
                 NR_SOURCES,
@@ -216,99 +155,48 @@ impl Riscv64 {
                 index_bits(self.cpus),
                 "KVM_SET_DEVICE_ATTR(AIA hart bits)",
             ),
-        ];
-        for (attr, value, op) in config {
-            set_attr(
-                fd,
-                op,
-                KVM_DEV_RISCV_AIA_GRP_CONFIG,
-                attr.into(),
-                &value as *const u32 as u64,
-            )?;
+        ] {
+            aia.set_attr_u32(op, KVM_DEV_RISCV_AIA_GRP_CONFIG, attr.into(), value)?;
         }
-        let aplic: u64 = APLIC_BASE;
-        set_attr(
-            fd,
+        aia.set_attr_u64(
             "KVM_SET_DEVICE_ATTR(APLIC address)",
             KVM_DEV_RISCV_AIA_GRP_ADDR,
             KVM_DEV_RISCV_AIA_ADDR_APLIC.into(),
-            &aplic as *const u64 as u64,
+            APLIC_BASE,
         )?;
         for vcpu in vcpus {
-            let addr = imsic_addr(vcpu.id());
-            set_attr(
-                fd,
+            aia.set_attr_u64(
                 "KVM_SET_DEVICE_ATTR(IMSIC address)",
                 KVM_DEV_RISCV_AIA_GRP_ADDR,
                 // KVM_DEV_RISCV_AIA_ADDR_IMSIC(hart)
                 1 + u64::from(vcpu.id()),
-                &addr as *const u64 as u64,
+                imsic_addr(vcpu.id()),
             )?;
         }
-        set_attr(
-            fd,
+        aia.set_attr(
             "KVM_SET_DEVICE_ATTR(AIA CTRL_INIT)",
             KVM_DEV_RISCV_AIA_GRP_CTRL,
             KVM_DEV_RISCV_AIA_CTRL_INIT.into(),
             0,
-        )
-    }
-
-    fn attach_plic(&self, vcpus: &[Vcpu]) -> Result<(), Error> {
-        let Some(plic) = &self.plic else {
-            return Ok(());
-        };
-        let mut fds = Vec::with_capacity(vcpus.len());
-        for vcpu in vcpus {
-            fds.push(vcpu.dup_fd().map_err(kvm_err("dup(vCPU fd)"))?);
-        }
-        plic.attach(Arc::new(VcpuExtLines { fds }));
+        )?;
         Ok(())
     }
 }
 
 impl Arch for Riscv64 {
     type Error = Error;
-    type Boot = Boot;
     type Exit<'a> = super::exit::Exit<'a>;
+    type Chipset = Chipset;
+    type Topology = CpuInfo;
+    type Boot = Boot;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
-        let (a, dt) = (&cfg.arch.riscv, &cfg.arch.dt);
-        let disabled_exts = a
-            .disable_ext
-            .iter()
-            .map(|n| {
-                isa::isa_ext_id(n)
-                    .map(|id| (n.clone(), id))
-                    .ok_or_else(|| Error::UnknownExtension(n.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let disabled_sbi = a
-            .disable_sbi
-            .iter()
-            .map(|n| {
-                isa::sbi_ext_id(n)
-                    .map(|id| (n.clone(), id))
-                    .ok_or_else(|| Error::UnknownSbiExtension(n.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Riscv64 {
             cpus: cfg.cpus,
             ram_size: cfg.ram_size,
-            requested: dt.irqchip.as_deref().map(str::parse).transpose()?,
-            kind: IrqchipKind::Plic,
-            aia: None,
-            plic: None,
-            disabled_exts,
-            disabled_sbi,
-            custom_ids: [
-                (regs::CONFIG_MVENDORID, a.custom_mvendorid, "mvendorid"),
-                (regs::CONFIG_MARCHID, a.custom_marchid, "marchid"),
-                (regs::CONFIG_MIMPID, a.custom_mimpid, "mimpid"),
-            ],
-            cpu_info: None,
-            dump_dtb: dt.dump_dtb.clone(),
-            pci: None,
+            requested: cfg.arch.dt.irqchip.as_deref().map(str::parse).transpose()?,
+            harts: HartConfig::new(&cfg.arch.riscv)?,
+            dump_dtb: cfg.arch.dt.dump_dtb.clone(),
         })
     }
 
@@ -331,125 +219,91 @@ impl Arch for Riscv64 {
         true
     }
 
-    fn setup_vm(&mut self, _kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
-        let try_aia = self.requested != Some(IrqchipKind::Plic);
-        let aia = if !try_aia {
-            None
-        } else if vm.can_create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA) {
-            Some(
-                vm.create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA)
-                    .map_err(kvm_err("KVM_CREATE_DEVICE(AIA)"))?,
-            )
-        } else if self.requested == Some(IrqchipKind::Aia) {
-            return Err(Error::NoAia);
-        } else {
-            None
+    fn setup_vm(&self, _kvm: &Kvm, vm: &Vm) -> Result<Chipset, Error> {
+        let has_aia = self.requested != Some(IrqchipKind::Plic)
+            && vm.can_create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA);
+        let chip = match (has_aia, self.requested) {
+            (true, _) => Chipset::Aia(vm.create_device(kvm_device_type_KVM_DEV_TYPE_RISCV_AIA)?),
+            (false, Some(IrqchipKind::Aia)) => return Err(Error::NoAia),
+            (false, _) => Chipset::Plic(Plic::new(NR_SOURCES, self.cpus)),
         };
-        self.kind = if aia.is_some() {
-            IrqchipKind::Aia
-        } else {
-            IrqchipKind::Plic
-        };
-        self.aia = aia;
-        log::debug!("riscv: interrupt controller {}", self.kind);
-        Ok(())
+        log::debug!("riscv: interrupt controller {}", chip.kind());
+        Ok(chip)
     }
 
-    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
-        let chip: Arc<dyn IrqChip> = match self.kind {
+    fn setup_devices(
+        &self,
+        chip: &Chipset,
+        p: &mut Platform,
+        virtio: VirtioSet,
+    ) -> Result<Devices, Error> {
+        let irqchip: Arc<dyn IrqChip> = match chip {
             // In-kernel AIA takes APLIC source numbers through KVM_IRQ_LINE.
-            IrqchipKind::Aia => p.vm.clone(),
-            IrqchipKind::Plic => {
-                let plic = Plic::new(NR_SOURCES, self.cpus);
+            Chipset::Aia(_) => p.vm.clone(),
+            Chipset::Plic(plic) => {
                 p.mmio.insert(
                     "plic",
                     PLIC_BASE,
                     PLIC_SIZE,
                     Arc::new(Mutex::new(PlicMmio(plic.clone()))),
                 )?;
-                self.plic = Some(plic.clone());
-                plic
+                plic.clone()
             }
         };
-        let serial = LEGACY.attach(&mut p.mmio, &chip, Box::new(ConsoleOut))?;
-        p.fdt_nodes.extend(LEGACY.nodes());
-        p.exits = Arc::new(Exits::new(
+        let serial = LEGACY.attach(&mut p.mmio, &irqchip, Box::new(ConsoleOut))?;
+        let mut tree = DeviceTree::default();
+        tree.extend(LEGACY.nodes(), true);
+        let exits = Arc::new(Exits::new(
             Box::new(UartSbiConsole(serial.clone())),
             p.mem.clone(),
         ));
-        self.pci = super::devices::place_virtio(p, self.kind, chip)?;
-        Ok(Arc::new(SerialConsole(serial)))
+        super::devices::place_virtio(p, &mut tree, virtio, chip.kind(), irqchip)?;
+        Ok(Devices {
+            console: Arc::new(SerialConsole(serial)),
+            exits,
+            tree,
+        })
     }
 
     fn default_cmdline(&self) -> &'static str {
         super::DEFAULT_CMDLINE
     }
 
-    fn init_vcpu(&mut self, _kvm: &Kvm, _vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
-        for (reg, value, name) in self.custom_ids {
-            if let Some(v) = value {
-                Self::set(vcpu, reg, v).map_err(|e| Error::Kvm {
-                    op: match name {
-                        "mvendorid" => "KVM_SET_ONE_REG(--custom-mvendorid)",
-                        "marchid" => "KVM_SET_ONE_REG(--custom-marchid)",
-                        _ => "KVM_SET_ONE_REG(--custom-mimpid)",
-                    },
-                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
-                })?;
+    fn init_vcpus(
+        &self,
+        chip: &Chipset,
+        _kvm: &Kvm,
+        _vm: &Vm,
+        vcpus: &[Vcpu],
+    ) -> Result<CpuInfo, Error> {
+        for vcpu in vcpus {
+            self.configure_hart(vcpu)?;
+        }
+        // The harts are alike: the device tree describes hart 0's ISA.
+        let boot = vcpus.first().ok_or(Error::NoHarts)?;
+        let info = Self::read_cpu_info(boot)?;
+        match chip {
+            Chipset::Aia(aia) => self.init_aia(aia, vcpus)?,
+            Chipset::Plic(plic) => {
+                let lines = vcpus
+                    .iter()
+                    .map(Vcpu::interrupt_line)
+                    .collect::<Result<Vec<_>, _>>()?;
+                plic.attach(Arc::new(VcpuExtLines(lines)));
             }
         }
-        let disable = |what: &str, reg| match Self::set(vcpu, reg, 0) {
-            Ok(()) => {}
-            // ENOENT: KVM does not offer it here, so it is off already.
-            Err(e) if e.errno() == Some(libc::ENOENT) => {
-                log::info!(
-                    "--disable-{what}: this host's KVM does not offer it; nothing to turn off"
-                )
-            }
-            Err(e) => log::warn!("--disable-{what}: this host's KVM cannot turn it off ({e})"),
-        };
-        if vcpu.id() == 0 || self.disabled_exts.is_empty() && self.disabled_sbi.is_empty() {
-            for (name, id) in &self.disabled_exts {
-                disable(name, regs::isa_ext(*id));
-            }
-            for (name, id) in &self.disabled_sbi {
-                disable(&format!("sbi-{name}"), regs::sbi_ext(*id));
-            }
-        } else {
-            for (_, id) in &self.disabled_exts {
-                let _ = Self::set(vcpu, regs::isa_ext(*id), 0);
-            }
-            for (_, id) in &self.disabled_sbi {
-                let _ = Self::set(vcpu, regs::sbi_ext(*id), 0);
-            }
-        }
-        // KVM leaves the debug console off: only the VMM can serve it.
-        if !self.disabled_sbi.iter().any(|(_, id)| *id == isa::SBI_DBCN) {
-            if let Err(e) = Self::set(vcpu, regs::sbi_ext(isa::SBI_DBCN), 1) {
-                log::debug!("cannot turn on SBI DBCN: {e}");
-            }
-        }
-        if vcpu.id() == 0 {
-            self.cpu_info = Some(Self::read_cpu_info(vcpu)?);
-        }
-        Ok(())
-    }
-
-    fn finish_vcpus(&mut self, _vm: &Vm, vcpus: &[Vcpu]) -> Result<(), Error> {
-        self.init_aia(vcpus)?;
-        self.attach_plic(vcpus)
+        Ok(info)
     }
 
     fn load(
-        &mut self,
+        &self,
+        chip: &Chipset,
+        cpu: &CpuInfo,
+        devices: &DeviceTree,
         mem: &GuestMemory,
-        _cfg: &VmConfig,
-        kernel: &[u8],
-        initrd: Option<&[u8]>,
-        cmdline: &str,
-        fdt_nodes: &[DeviceNode],
+        images: &BootImages<'_>,
     ) -> Result<Boot, Error> {
-        let (format, size) = image::parse(kernel)?;
+        let (format, size) = image::parse(images.kernel)?;
         log::debug!(
             "riscv64: kernel format {format:?}, {size} bytes from RAM + {KERNEL_OFFSET:#x}"
         );
@@ -458,36 +312,26 @@ impl Arch for Riscv64 {
             self.ram_size,
             KERNEL_OFFSET,
             size,
-            initrd.map(|i| i.len() as u64),
+            images.initrd.map(|i| i.len() as u64),
         )?;
-        let write = |what, addr, data: &[u8]| {
-            mem.write_slice(data, GuestAddress(addr))
-                .map_err(|source| Error::Write { what, source })
-        };
-        write("kernel", at.kernel, kernel)?;
-        if let (Some(data), Some((addr, _))) = (initrd, at.initrd) {
-            write("initrd", addr, data)?;
-        }
-        let cpu = self.cpu_info.as_ref().ok_or(Error::NoCpuInfo)?;
+        write::write_kernel_and_initrd(
+            mem,
+            (at.kernel, images.kernel),
+            at.initrd
+                .zip(images.initrd)
+                .map(|((addr, _), data)| (addr, data)),
+        )?;
         let blob = fdt::build(&FdtInputs {
             harts: self.cpus,
             cpu,
             ram_base: RAM_BASE,
             ram_size: self.ram_size,
-            cmdline,
+            cmdline: images.cmdline,
             initrd: at.initrd,
-            irqchip: self.kind,
-            devices: fdt_nodes,
-            stdout: fdt_nodes.first(),
-            pci: self.pci.as_ref(),
+            irqchip: chip.kind(),
+            devices,
         })?;
-        if let Some(path) = &self.dump_dtb {
-            std::fs::write(path, &blob).map_err(|source| Error::DumpDtb {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        write("device tree", at.fdt, &blob)?;
+        write::write_fdt(mem, at.fdt, &blob, self.dump_dtb.as_deref())?;
         log::debug!(
             "riscv: kernel {:#x}..{:#x}, fdt {:#x} ({} bytes), initrd {:?}, isa {}",
             at.kernel,
@@ -503,38 +347,29 @@ impl Arch for Riscv64 {
         })
     }
 
-    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Boot) -> Result<(), Error> {
+    fn boot_vcpu(&self, vcpu: &Vcpu, boot: &Boot) -> Result<(), Error> {
         // With SBI HSM in the kernel, secondary harts start stopped and the
         // boot hart starts them itself.
-        let state = vcpu.mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?;
-        if state == KVM_MP_STATE_STOPPED {
+        if vcpu.mp_state()? == KVM_MP_STATE_STOPPED {
             return Ok(());
         }
-        Self::set(vcpu, regs::CORE_PC, boot.entry).map_err(kvm_err("KVM_SET_ONE_REG(pc)"))?;
-        Self::set(vcpu, regs::core_a(0), u64::from(vcpu.id()))
-            .map_err(kvm_err("KVM_SET_ONE_REG(a0)"))?;
-        Self::set(vcpu, regs::core_a(1), boot.fdt).map_err(kvm_err("KVM_SET_ONE_REG(a1)"))
+        vcpu.set_one_reg(regs::CORE_PC, boot.entry)?;
+        vcpu.set_one_reg(regs::core_a(0), u64::from(vcpu.id()))?;
+        vcpu.set_one_reg(regs::core_a(1), boot.fdt)?;
+        Ok(())
     }
 
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
-        let mut out = String::new();
-        let r = |id| Self::get(vcpu, id).map_or("?".to_string(), |v| format!("{v:#018x}"));
-        let _ = writeln!(
-            out,
-            "pc {} ra {} sp {} mode {}",
-            r(regs::CORE_PC),
-            r(regs::CORE_RA),
-            r(regs::CORE_SP),
-            r(regs::CORE_MODE)
-        );
-        for n in 0..8u64 {
-            let _ = write!(
-                out,
-                "a{n} {}{}",
-                r(regs::core_a(n)),
-                if n % 4 == 3 { "\n" } else { " " }
-            );
-        }
-        out
+        let r = |id| vcpu.get_one_reg(id).ok();
+        let a: Vec<Option<u64>> = (0..8u64).map(|n| r(regs::core_a(n))).collect();
+        RegisterDump::default()
+            .line(&[
+                ("pc", r(regs::CORE_PC)),
+                ("ra", r(regs::CORE_RA)),
+                ("sp", r(regs::CORE_SP)),
+                ("mode", r(regs::CORE_MODE)),
+            ])
+            .bank("a", &a)
+            .finish()
     }
 }

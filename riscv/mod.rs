@@ -5,8 +5,10 @@
 //! Everything but `machine` is plain data and is tested on any host.
 
 pub mod devices;
+pub mod error;
 pub mod exit;
 pub mod fdt;
+pub mod hart_config;
 pub mod image;
 pub mod irqchip;
 pub mod isa;

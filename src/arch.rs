@@ -9,12 +9,15 @@ use crate::cli::ConsoleKind;
 use crate::config::VmConfig;
 use crate::control::GuestExit;
 use crate::control::VmControl;
-use crate::fdt::DeviceNode;
+use crate::fdt::DeviceTree;
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
 use crate::term::ConsoleSink;
+use crate::virtio::setup::Transport;
 
-/// What the shared core hands an architecture to attach its devices to.
+/// What the shared core hands an architecture to attach its devices to:
+/// the buses, and the handles devices keep. Input only; what the
+/// architecture placed comes back as [`Devices`].
 pub struct Platform {
     pub pio: Bus,
     pub mmio: Bus,
@@ -22,14 +25,6 @@ pub struct Platform {
     pub vm: Arc<Vm>,
     /// Guest RAM, for devices and exit handlers that read or write it.
     pub mem: GuestMemory,
-    /// Devices as the device tree describes them (FDT architectures).
-    pub fdt_nodes: Vec<DeviceNode>,
-    /// Answers the exits only this architecture has (RISC-V SBI, PowerPC
-    /// hcalls).
-    pub exits: Arc<HostExits>,
-    /// The virtio devices to place, and on which transport.
-    pub virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
-    pub transport: crate::virtio::setup::Transport,
 }
 
 impl Platform {
@@ -40,22 +35,50 @@ impl Platform {
             ctl,
             vm,
             mem,
-            fdt_nodes: Vec::new(),
-            exits: Arc::new(NoExits),
-            virtio: Vec::new(),
-            transport: Default::default(),
         }
     }
 }
 
+/// The virtio devices an architecture must place, and on which transport.
+/// `setup_devices` takes them by value: each is placed or the set-up fails.
+pub struct VirtioSet {
+    pub devices: Vec<Box<dyn crate::virtio::VirtioDevice>>,
+    pub transport: Transport,
+}
+
+/// What `setup_devices` hands back: everything later stages need from it.
+pub struct Devices {
+    /// Where console input goes.
+    pub console: Arc<dyn ConsoleSink>,
+    /// Answers the architecture's own exits.
+    pub exits: Arc<HostExits>,
+    /// The devices as the boot description (device tree, MP table) lists
+    /// them.
+    pub tree: DeviceTree,
+}
+
+/// The kernel, initrd and command line `load` puts into RAM.
+pub struct BootImages<'a> {
+    pub kernel: &'a [u8],
+    pub initrd: Option<&'a [u8]>,
+    pub cmdline: &'a str,
+}
+
 /// One architecture's part of building and running a VM. The core calls the
-/// hooks in the order they are declared.
+/// hooks in the order they are declared; each stage hands the next what it
+/// made, so a later stage cannot run without an earlier one's result.
 pub trait Arch: Sized + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     /// The exits only this architecture has, as the hypervisor backend
     /// decodes them into `VcpuExit::Arch`; [`NoExit`] where there are none.
     type Exit<'a>;
-    /// What `load` found out and `setup_vcpu` needs (entry point, ...).
+    /// What `setup_vm` creates: the interrupt controller and the VM-wide
+    /// features the later stages build on.
+    type Chipset: Send + Sync;
+    /// What `init_vcpus` learns about the vCPUs for the boot description
+    /// (MPIDRs, the ISA, the PVR).
+    type Topology;
+    /// What `load` found out and `boot_vcpu` needs (entry point, ...).
     type Boot;
 
     /// Validates the architecture's view of the configuration.
@@ -69,36 +92,46 @@ pub trait Arch: Sized + Send + Sync + 'static {
     /// Whether RAM should be advised `MADV_HUGEPAGE`.
     fn wants_thp(&self) -> bool;
     /// Interrupt controller and other VM-wide state, after RAM is registered.
-    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Self::Error>;
-    /// Registers platform devices; returns the console's input sink.
-    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Self::Error>;
+    fn setup_vm(&self, kvm: &Kvm, vm: &Vm) -> Result<Self::Chipset, Self::Error>;
+    /// Registers the platform devices and places `virtio`.
+    fn setup_devices(
+        &self,
+        chip: &Self::Chipset,
+        p: &mut Platform,
+        virtio: VirtioSet,
+    ) -> Result<Devices, Self::Error>;
     /// Kernel parameters added unless `--nodefaults`.
     fn default_cmdline(&self) -> &'static str;
-    /// Initialises vCPU `vcpu.id()` (features, CPUID, MSRs, ...), right
-    /// after it is created. Boot registers come later, in `boot_vcpu`.
-    fn init_vcpu(&mut self, kvm: &Kvm, vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Self::Error>;
-    /// VM-wide setup that needs every vCPU to exist (arm64 vGIC init).
-    fn finish_vcpus(&mut self, _vm: &Vm, _vcpus: &[Vcpu]) -> Result<(), Self::Error> {
-        Ok(())
-    }
+    /// Initialises every vCPU (features, CPUID, MSRs, ...) right after they
+    /// are created, then what needs them all (arm64's vGIC). Boot
+    /// registers come later, in `boot_vcpu`.
+    fn init_vcpus(
+        &self,
+        chip: &Self::Chipset,
+        kvm: &Kvm,
+        vm: &Vm,
+        vcpus: &[Vcpu],
+    ) -> Result<Self::Topology, Self::Error>;
     /// Places kernel, initrd, command line and firmware tables (MP table,
     /// device tree) in RAM.
     fn load(
-        &mut self,
+        &self,
+        chip: &Self::Chipset,
+        topology: &Self::Topology,
+        devices: &DeviceTree,
         mem: &GuestMemory,
-        cfg: &VmConfig,
-        kernel: &[u8],
-        initrd: Option<&[u8]>,
-        cmdline: &str,
-        fdt_nodes: &[DeviceNode],
+        images: &BootImages<'_>,
     ) -> Result<Self::Boot, Self::Error>;
     /// Sets the boot registers of `vcpu`.
-    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
+    fn boot_vcpu(&self, vcpu: &Vcpu, boot: &Self::Boot) -> Result<(), Self::Error>;
     /// The vCPU's registers, for crash reports at `--loglevel debug`.
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String;
     /// Injects a non-maskable interrupt (`lkvm debug --nmi`).
     fn inject_nmi(&self, _vcpu: &Vcpu) -> Result<(), String> {
-        Err("NMI injection is only available on x86_64".into())
+        Err(format!(
+            "NMI injection is not available on {} guests",
+            HOST.display
+        ))
     }
 }
 

@@ -108,21 +108,73 @@ pub fn stat(args: &StatArgs) -> Result<(), Error> {
     let mut json = Vec::new();
     for name in targets(&args.target)? {
         let a = ask(&name, &req)?;
+        // The network cards' counters come with the guest's facts.
+        let cards = if args.memory {
+            Vec::new()
+        } else {
+            net_cards(&ask(&name, &Request::NetStats)?)
+        };
         if args.json {
-            json.push(format!(
-                "{{\"name\": {}, \"{}\": {}}}",
+            let mut obj = format!(
+                "{{\"name\": {}, \"{}\": {}",
                 json_str(&name),
                 if args.memory { "memory" } else { "info" },
                 json_object(&a.fields)
-            ));
+            );
+            if !args.memory {
+                let items: Vec<String> = cards.iter().map(|c| json_object(c)).collect();
+                obj.push_str(&format!(", \"net\": [{}]", items.join(", ")));
+            }
+            obj.push('}');
+            json.push(obj);
             continue;
         }
         print_stat(&name, &a, args.memory);
+        for (i, c) in cards.iter().enumerate() {
+            let get = |k: &str| {
+                c.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("?")
+            };
+            println!("Network card {i} ({}, {}):", get("mode"), get("mac"));
+            for (k, v) in c.iter().filter(|(k, _)| k != "mode" && k != "mac") {
+                println!("  {:<20} {v}", k.replace('_', " "));
+            }
+        }
     }
     if args.json {
         println!("[{}]", json.join(", "));
     }
     Ok(())
+}
+
+/// The `netN.KEY` fields of a `net-stats` answer, one list per card (keys
+/// without the prefix), in card order.
+fn net_cards(a: &Answer) -> Vec<Vec<(String, String)>> {
+    let mut cards: Vec<Vec<(String, String)>> = Vec::new();
+    for (k, v) in &a.fields {
+        let Some((card, key)) = k.split_once('.') else {
+            continue;
+        };
+        let Some(i) = card
+            .strip_prefix("net")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        // At most one card more than those seen: a gap would be garbage.
+        if i > cards.len() {
+            continue;
+        }
+        if i == cards.len() {
+            cards.push(Vec::new());
+        }
+        if let Some(c) = cards.get_mut(i) {
+            c.push((key.to_string(), v.clone()));
+        }
+    }
+    cards
 }
 
 fn print_stat(name: &str, a: &Answer, memory: bool) {
@@ -199,4 +251,30 @@ fn debug_one(args: &DebugArgs, name: &str) -> Result<(), Error> {
         println!("{}", a.text("dump"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_stats_fields_group_by_card() {
+        let mut a = Answer::ok()
+            .with("net0.mode", "user")
+            .with("net0.frames_from_guest", 3)
+            .with("net1.mode", "tap")
+            .with("net3.mode", "gap")
+            .with("stray", 1);
+        a = a.with("net1.frames_to_guest", 9);
+        let cards = net_cards(&a);
+        assert_eq!(cards.len(), 2);
+        assert_eq!(
+            cards[0],
+            vec![
+                ("mode".to_string(), "user".to_string()),
+                ("frames_from_guest".to_string(), "3".to_string())
+            ]
+        );
+        assert_eq!(cards[1][1], ("frames_to_guest".into(), "9".into()));
+    }
 }

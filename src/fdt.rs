@@ -26,6 +26,28 @@ impl DeviceNode {
         format!("{}@{:x}", self.name, self.reg_base)
     }
 
+    /// Writes the node under the current one, `interrupts` being the
+    /// interrupt controller's specifier for `irq`.
+    pub fn write(
+        &self,
+        fdt: &mut vm_fdt::FdtWriter,
+        interrupts: Option<&[u32]>,
+    ) -> Result<(), vm_fdt::Error> {
+        let node = fdt.begin_node(&self.node_name())?;
+        fdt.property_string_list(
+            "compatible",
+            self.compatible.iter().map(|s| s.to_string()).collect(),
+        )?;
+        fdt.property_array_u64("reg", &[self.reg_base, self.reg_size])?;
+        if let Some(cells) = interrupts {
+            fdt.property_array_u32("interrupts", cells)?;
+        }
+        for (name, value) in &self.u32_props {
+            fdt.property_u32(name, *value)?;
+        }
+        fdt.end_node(node)
+    }
+
     /// An 8250 UART of `len` registers at `base`.
     pub fn ns16550a(base: u64, len: u64, irq: u32) -> Self {
         DeviceNode {
@@ -38,6 +60,70 @@ impl DeviceNode {
             u32_props: vec![("clock-frequency", 1_843_200)],
         }
     }
+}
+
+/// What the device tree says about the devices an architecture placed:
+/// the one list every device-tree builder walks, PCI included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceTree {
+    /// Platform devices (UARTs, RTC, virtio-mmio windows) in placement order.
+    pub nodes: Vec<DeviceNode>,
+    /// Which of `nodes` is the console (`stdout-path`).
+    pub stdout: Option<usize>,
+    /// The PCI host bridge, when devices sit on PCI.
+    pub pci: Option<PciHost>,
+}
+
+impl DeviceTree {
+    /// The console's node.
+    pub fn stdout_node(&self) -> Option<&DeviceNode> {
+        self.stdout.and_then(|i| self.nodes.get(i))
+    }
+
+    /// Adds `nodes`; the first becomes the console when `console` is set.
+    pub fn extend(&mut self, nodes: Vec<DeviceNode>, console: bool) {
+        if console && !nodes.is_empty() {
+            self.stdout = Some(self.nodes.len());
+        }
+        self.nodes.extend(nodes);
+    }
+}
+
+/// A PCI host bridge: its windows and interrupts, and the functions on it
+/// (PowerPC's PHB lists them in the tree).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PciHost {
+    pub info: crate::virtio::setup::PciHostInfo,
+    pub functions: Vec<crate::hw::pci::FunctionInfo>,
+}
+
+/// Opens `/chosen` with what every boot has: the command line, the initrd
+/// (start, size) and the console's path. The caller adds its own
+/// properties and ends the node.
+pub fn begin_chosen(
+    fdt: &mut vm_fdt::FdtWriter,
+    cmdline: &str,
+    initrd: Option<(u64, u64)>,
+    stdout: Option<&str>,
+) -> Result<vm_fdt::FdtWriterNode, vm_fdt::Error> {
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", cmdline)?;
+    if let Some((start, size)) = initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    if let Some(path) = stdout {
+        fdt.property_string("stdout-path", path)?;
+    }
+    Ok(chosen)
+}
+
+/// `memory@BASE`: one RAM range.
+pub fn memory_node(fdt: &mut vm_fdt::FdtWriter, base: u64, size: u64) -> Result<(), vm_fdt::Error> {
+    let memory = fdt.begin_node(&format!("memory@{base:x}"))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[base, size])?;
+    fdt.end_node(memory)
 }
 
 /// Where a `pci-host-ecam-generic` bridge sits and how its slots' INTA#

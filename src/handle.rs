@@ -11,6 +11,8 @@ use crate::ipc::server::GuestOps;
 use crate::kvm::Vcpu;
 use crate::term::ConsoleSink;
 use crate::virtio::balloon::{tags, BalloonControl};
+use crate::virtio::net::spec::format_mac;
+use crate::virtio::net::NetCard;
 
 /// How long a vCPU may take to answer a request (it answers between two
 /// `KVM_RUN`s, or when a paused vCPU wakes for queued work).
@@ -29,6 +31,22 @@ pub struct VmHandle {
     pub memory_map: String,
     pub balloon: Option<BalloonControl>,
     pub console: Arc<dyn ConsoleSink>,
+    /// The network cards, for `lkvm stat`.
+    pub nets: Vec<NetCard>,
+}
+
+/// The cards' counters as the control socket sends them: `netN.mode`,
+/// `netN.mac`, then `netN.COUNTER` for each counter.
+pub fn net_fields(cards: &[NetCard]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, c) in cards.iter().enumerate() {
+        out.push((format!("net{i}.mode"), c.mode.to_string()));
+        out.push((format!("net{i}.mac"), format_mac(&c.mac)));
+        for (name, v) in c.stats.fields(c.mode) {
+            out.push((format!("net{i}.{name}"), v.to_string()));
+        }
+    }
+    out
 }
 
 /// The balloon's statistic names, as `lkvm stat -m` prints them.
@@ -145,6 +163,10 @@ impl GuestOps for VmHandle {
         Ok(out)
     }
 
+    fn net_stats(&self) -> Vec<(String, String)> {
+        net_fields(&self.nets)
+    }
+
     fn inflate(&self, mib: u64) -> Result<u64, String> {
         self.balloon()?.inflate_mib(mib).map_err(|e| e.to_string())
     }
@@ -222,6 +244,32 @@ mod tests {
         assert!(s.contains("    syscall: "), "{s}");
         assert!(!s.contains("    syscall: running"), "{s}");
         assert!(s.contains("    wchan: "), "{s}");
+    }
+
+    #[test]
+    fn net_fields_name_each_card() {
+        use crate::virtio::net::{Counter, NetStats};
+        let stats = Arc::new(NetStats::default());
+        stats.add(Counter::FramesFromGuest, 7);
+        let cards = [
+            NetCard {
+                mode: "user",
+                mac: [2, 0x15, 0x15, 0x15, 0x15, 0x15],
+                stats,
+            },
+            NetCard {
+                mode: "tap",
+                mac: [2, 0x15, 0x15, 0x15, 0x15, 0x16],
+                stats: Arc::new(NetStats::default()),
+            },
+        ];
+        let f = net_fields(&cards);
+        assert_eq!(f[0], ("net0.mode".into(), "user".into()));
+        assert_eq!(f[1], ("net0.mac".into(), "02:15:15:15:15:15".into()));
+        assert!(f.contains(&("net0.frames_from_guest".into(), "7".into())));
+        assert!(f.contains(&("net0.drop_fragment".into(), "0".into())));
+        assert!(f.contains(&("net1.mode".into(), "tap".into())));
+        assert!(!f.iter().any(|(k, _)| k == "net1.tcp_flows"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod logger;
 pub mod memory;
 pub mod modinit;
 pub mod msi;
+pub mod regdump;
 pub mod rootfs;
 pub mod seccomp;
 pub mod term;

@@ -6,7 +6,10 @@
 //! - `main`: after the VM is built, the terminal, signals and teardown;
 //! - `vcpu`: `KVM_RUN` and the device registers its exits reach;
 //! - `control`: the control socket and the `/proc` reads of `lkvm debug`;
-//! - one per device worker (`virtio-blk`, `virtio-9p`, ...).
+//! - one per device worker (`virtio-blk`, `virtio-9p`, ...);
+//! - `net-user`: a user-mode network card's stack, the only thread that
+//!   opens sockets (it is started while the VM is built, before any
+//!   filter, so the spawner's list need not have them).
 //!
 //! Filters are inherited and stack, so a device worker must not be
 //! created by a vCPU thread (whose list would then bound it): workers are
@@ -53,6 +56,8 @@ pub enum Kind {
     Vcpu,
     Control,
     Spawner,
+    /// A user-mode network card's stack (virtio/net/user).
+    UserNet,
     Device(Device),
 }
 
@@ -82,6 +87,7 @@ impl Kind {
             Kind::Vcpu => "vcpu",
             Kind::Control => "control",
             Kind::Spawner => "spawner",
+            Kind::UserNet => "net-user",
             Kind::Device(d) => d.name(),
         }
     }
@@ -284,6 +290,32 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
                 "seccomp",
             ],
         ],
+        // Host sockets for the guest's flows: made, connected, accepted
+        // (hostfwd), read and written, shut down; std's set_nonblocking
+        // is an ioctl.
+        Kind::UserNet => &[
+            WAIT,
+            &[
+                "socket",
+                "connect",
+                "bind",
+                "accept4",
+                "accept",
+                "getsockopt",
+                "setsockopt",
+                "getsockname",
+                "getpeername",
+                "sendto",
+                "recvfrom",
+                // PowerPC has calls of their own for these.
+                "send",
+                "recv",
+                "sendmsg",
+                "recvmsg",
+                "shutdown",
+                "ioctl",
+            ],
+        ],
         Kind::Device(d) => match d {
             Device::Blk => &[
                 WAIT,
@@ -410,6 +442,13 @@ fn table() -> &'static [(&'static str, i64)] {
         SYS_shutdown,
         SYS_getsockopt,
         SYS_setsockopt,
+        SYS_socket,
+        SYS_connect,
+        SYS_bind,
+        SYS_getsockname,
+        SYS_getpeername,
+        SYS_sendmsg,
+        SYS_recvmsg,
         SYS_seccomp,
         SYS_clone,
         SYS_clone3,
@@ -428,11 +467,21 @@ fn table() -> &'static [(&'static str, i64)] {
             const OLD: &[(&str, i64)] = &[];
         }
     }
+    cfg_if::cfg_if! {
+        if #[cfg(powerpc)] {
+            // PowerPC's own send and recv, which its glibc calls where the
+            // others' use sendto and recvfrom.
+            const SEND_RECV: &[(&str, i64)] = calls![SYS_send, SYS_recv];
+        } else {
+            const SEND_RECV: &[(&str, i64)] = &[];
+        }
+    }
     static TABLE: std::sync::OnceLock<Vec<(&'static str, i64)>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         GENERIC
             .iter()
             .chain(OLD)
+            .chain(SEND_RECV)
             .map(|(n, nr)| (n.trim_start_matches("SYS_"), *nr))
             .collect()
     })
@@ -707,9 +756,15 @@ mod tests {
 
     #[test]
     fn every_name_is_a_call_of_some_architecture_and_lists_are_distinct() {
-        for kind in [Kind::Main, Kind::Vcpu, Kind::Control, Kind::Spawner]
-            .into_iter()
-            .chain(DEVICES.map(Kind::Device))
+        for kind in [
+            Kind::Main,
+            Kind::Vcpu,
+            Kind::Control,
+            Kind::Spawner,
+            Kind::UserNet,
+        ]
+        .into_iter()
+        .chain(DEVICES.map(Kind::Device))
         {
             let n = names(kind);
             assert!(n.contains(&"futex") && n.contains(&"exit"), "{kind:?}");
@@ -726,11 +781,23 @@ mod tests {
                 assert!(names(Kind::Spawner).contains(&call), "{call}");
             }
         }
-        // No one may start programs or open network connections.
-        for kind in [Kind::Main, Kind::Vcpu, Kind::Control, Kind::Spawner] {
+        // No one may start programs or open network connections, but
+        // the user-mode network's stack, which opens sockets and nothing
+        // else more than a device does.
+        for kind in [Kind::Main, Kind::Vcpu, Kind::Control, Kind::Spawner]
+            .into_iter()
+            .chain(DEVICES.map(Kind::Device))
+        {
             for bad in ["execve", "socket", "connect", "ptrace"] {
                 assert!(!names(kind).contains(&bad), "{kind:?} {bad}");
             }
+        }
+        let user = names(Kind::UserNet);
+        for call in ["socket", "connect", "accept4"] {
+            assert!(user.contains(&call), "{call}");
+        }
+        for bad in ["execve", "ptrace", "openat", "clone3", "mkdirat"] {
+            assert!(!user.contains(&bad), "{bad}");
         }
         assert_eq!(call_name(libc::SYS_read), Some("read"));
         assert_eq!(
@@ -742,9 +809,15 @@ mod tests {
 
     #[test]
     fn filters_compile_for_every_kind() {
-        for kind in [Kind::Main, Kind::Vcpu, Kind::Control, Kind::Spawner]
-            .into_iter()
-            .chain(DEVICES.map(Kind::Device))
+        for kind in [
+            Kind::Main,
+            Kind::Vcpu,
+            Kind::Control,
+            Kind::Spawner,
+            Kind::UserNet,
+        ]
+        .into_iter()
+        .chain(DEVICES.map(Kind::Device))
         {
             for m in [Mode::Log, Mode::On] {
                 assert!(program(kind, m).unwrap().len() > 4);

@@ -11,12 +11,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::arch::{Arch, HostArch, Platform};
+use crate::arch::{Arch, BootImages, HostArch, Platform, VirtioSet};
 use crate::config::{self, VmConfig};
 use crate::control::{GuestExit, VmControl};
 use crate::handle::VmHandle;
 use crate::ipc::server::ControlSocket;
-use crate::kvm::{self, caps, Kvm};
+use crate::kvm::{self, caps, Kvm, Vcpu};
 use crate::loader;
 use crate::memory::{self, Backing, GuestRam, MemoryPolicy};
 use crate::term::{ConsoleSink, EscapeFilter, RawTerminal};
@@ -54,8 +54,6 @@ pub enum Error {
     Virtio(#[from] crate::virtio::setup::Error),
     #[error(transparent)]
     Ipc(#[from] crate::ipc::Error),
-    #[error("{0}: virtio devices are not supported on this architecture yet")]
-    VirtioNotPlaced(&'static str),
 }
 
 fn arch_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
@@ -109,10 +107,46 @@ fn check_host(cfg: &VmConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs a VM to its end.
+/// Builds and runs a VM of the host's architecture to its end.
 pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
+    build::<HostArch>(cfg)?.run()
+}
+
+/// A VM built and ready to run: every piece `run` needs, and nothing
+/// half-made. Fields drop in declaration order, which is the teardown
+/// order: devices (which hold the VM fd through the buses) before the
+/// architecture's VM-wide state, that before the VM fd, the VM fd before
+/// guest RAM is unmapped, and the control socket's name last.
+pub struct Vm<A: Arch> {
+    /// The vCPUs, until `run` moves them onto their threads.
+    vcpus: Vec<Vcpu>,
+    /// The buses with every device, and the architecture's exit handler.
+    ctx: VcpuContext,
+    /// What the control socket serves (`lkvm stat`, `debug`, `balloon`).
+    handle: Arc<VmHandle>,
+    console: Arc<dyn ConsoleSink>,
+    // Held only so that they go in this order.
+    #[allow(dead_code)]
+    arch: Arc<A>,
+    #[allow(dead_code)]
+    chipset: A::Chipset,
+    #[allow(dead_code)]
+    vm: Arc<kvm::Vm>,
+    #[allow(dead_code)]
+    ram: GuestRam,
+    /// The control socket, until `run` serves it (its name is removed
+    /// when it is dropped, served or not).
+    socket: Option<ControlSocket>,
+    ctl: Arc<VmControl>,
+    phases: Phases,
+}
+
+/// Builds a VM of architecture `A` from a validated configuration: host
+/// checks, VM and RAM, interrupt controller, devices, vCPUs, then the
+/// kernel (kvmtool's init levels).
+pub fn build<A: Arch>(cfg: &VmConfig) -> Result<Vm<A>, Error> {
     let mut phases = Phases::new();
-    let mut arch = HostArch::new(cfg).map_err(arch_err)?;
+    let arch = A::new(cfg).map_err(arch_err)?;
     let cmdline = cfg.cmdline(arch.default_cmdline())?;
     check_host(cfg)?;
     // Claim the name first: a second guest with a live name is refused
@@ -141,7 +175,7 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     if cfg.cpus > arch.max_cpus() {
         return Err(Error::TooManyCpusForArch {
             requested: cfg.cpus,
-            arch: std::env::consts::ARCH,
+            arch: cfg.arch_info.display,
             max: arch.max_cpus(),
         });
     }
@@ -162,50 +196,93 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
     ram.register(&vm)?;
     phases.mark("guest RAM");
 
-    arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
+    let chipset = arch.setup_vm(&kvm, &vm).map_err(arch_err)?;
     let ctl = Arc::new(VmControl::new().map_err(Error::Control)?);
     let mut platform = Platform::new(ctl.clone(), vm.clone(), ram.memory().clone());
     let virtio = crate::virtio::setup::build_devices(&cfg.virtio, policy.allows_discard())?;
-    platform.virtio = virtio.devices;
-    platform.transport = cfg.virtio.transport;
-    let mut console = arch.setup_devices(&mut platform).map_err(arch_err)?;
-    if let Some(d) = platform.virtio.first() {
-        return Err(Error::VirtioNotPlaced(d.name()));
-    }
-    if let Some(input) = virtio.console {
-        console = Arc::new(input);
-    }
+    let set = VirtioSet {
+        devices: virtio.devices,
+        transport: cfg.virtio.transport,
+    };
+    let devices = arch
+        .setup_devices(&chipset, &mut platform, set)
+        .map_err(arch_err)?;
+    let console: Arc<dyn ConsoleSink> = match virtio.console {
+        Some(input) => Arc::new(input),
+        None => devices.console.clone(),
+    };
     phases.mark("irqchip and devices");
 
-    let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
-    for id in 0..cfg.cpus {
-        let mut vcpu = vm.create_vcpu(id)?;
-        arch.init_vcpu(&kvm, &vm, &mut vcpu).map_err(arch_err)?;
-        vcpus.push(vcpu);
-    }
-    arch.finish_vcpus(&vm, &vcpus).map_err(arch_err)?;
+    let vcpus = (0..cfg.cpus)
+        .map(|id| vm.create_vcpu(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let topology = arch
+        .init_vcpus(&chipset, &kvm, &vm, &vcpus)
+        .map_err(arch_err)?;
     phases.mark("creating vCPUs");
 
     log::debug!("kernel command line: {cmdline}");
+    let images = BootImages {
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+        cmdline: &cmdline,
+    };
     let boot = arch
-        .load(
-            ram.memory(),
-            cfg,
-            &kernel,
-            initrd.as_deref(),
-            &cmdline,
-            &platform.fdt_nodes,
-        )
+        .load(&chipset, &topology, &devices.tree, ram.memory(), &images)
         .map_err(arch_err)?;
-    drop(kernel);
-    drop(initrd);
-    for vcpu in &mut vcpus {
+    for vcpu in &vcpus {
         arch.boot_vcpu(vcpu, &boot).map_err(arch_err)?;
     }
     phases.mark("loading the kernel");
 
-    let memory_map = ram
-        .slots()
+    let arch = Arc::new(arch);
+    let dump: crate::handle::VcpuFn<String> = Arc::new({
+        let a = arch.clone();
+        move |v: &Vcpu| a.dump_vcpu(v)
+    });
+    let handle = Arc::new(VmHandle {
+        name: cfg.name.clone(),
+        cpus: cfg.cpus,
+        ram_mib: cfg.ram_size >> 20,
+        ctl: ctl.clone(),
+        dump: dump.clone(),
+        nmi: Arc::new({
+            let a = arch.clone();
+            move |v: &Vcpu| a.inject_nmi(v)
+        }),
+        memory_map: memory_map(&ram),
+        balloon: virtio.balloon,
+        console: console.clone(),
+        nets: virtio.nets,
+    });
+    let Platform { pio, mmio, .. } = platform;
+    let ctx = VcpuContext {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        ctl: ctl.clone(),
+        debug_ioport: cfg.debug_ioport,
+        debug_mmio: cfg.debug_mmio,
+        dump,
+        exits: devices.exits,
+    };
+    Ok(Vm {
+        vcpus,
+        ctx,
+        handle,
+        console,
+        arch,
+        chipset,
+        vm,
+        ram,
+        socket: Some(socket),
+        ctl,
+        phases,
+    })
+}
+
+/// The memory slots, as `lkvm debug --dump` prints them.
+fn memory_map(ram: &GuestRam) -> String {
+    ram.slots()
         .iter()
         .map(|s| {
             format!(
@@ -220,112 +297,94 @@ pub fn run(cfg: &VmConfig) -> Result<GuestExit, Error> {
             )
         })
         .collect::<Vec<_>>()
-        .join("\n");
-    let arch = Arc::new(arch);
-    let dump_arch = arch.clone();
-    let nmi_arch = arch.clone();
-    let handle = VmHandle {
-        name: cfg.name.clone(),
-        cpus: cfg.cpus,
-        ram_mib: cfg.ram_size >> 20,
-        ctl: ctl.clone(),
-        dump: Arc::new({
-            let a = arch.clone();
-            move |v: &crate::kvm::Vcpu| a.dump_vcpu(v)
-        }),
-        nmi: Arc::new(move |v: &crate::kvm::Vcpu| nmi_arch.inject_nmi(v)),
-        memory_map,
-        balloon: virtio.balloon.clone(),
-        console: console.clone(),
-    };
-    let ctx = VcpuContext {
-        pio: Arc::new(platform.pio),
-        mmio: Arc::new(platform.mmio),
-        ctl: ctl.clone(),
-        debug_ioport: cfg.debug_ioport,
-        debug_mmio: cfg.debug_mmio,
-        dump: Arc::new(move |v| dump_arch.dump_vcpu(v)),
-        exits: platform.exits.clone(),
-    };
+        .join("\n")
+}
 
-    // Termination signals are taken through a signalfd by the main loop;
-    // blocking them here, before any vCPU thread exists, keeps them off the
-    // vCPU threads (which inherit the mask).
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        signals.add(s);
+impl<A: Arch> Vm<A> {
+    /// The VM's control, for whoever drives it from outside (tests).
+    pub fn control(&self) -> &Arc<VmControl> {
+        &self.ctl
     }
-    signals.thread_block().map_err(Error::Control)?;
-    // Device threads start from here once the guest's drivers are ready,
-    // never from a vCPU thread (src/seccomp.rs); like every thread from
-    // now on, it inherits the blocked termination signals.
-    crate::virtio::worker::start_spawner().map_err(Error::Thread)?;
-    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(Error::Control)?;
 
-    let terminal = RawTerminal::enter();
-    let mut threads = Vec::with_capacity(vcpus.len());
-    for vcpu in vcpus {
-        match vcpu::spawn(vcpu, ctx.clone()) {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                ctl.request_exit(GuestExit::VmmError(format!(
-                    "cannot start vCPU thread: {e}"
-                )));
-                break;
+    /// Runs the vCPUs until the guest or the user ends the VM, then tears
+    /// it down.
+    pub fn run(mut self) -> Result<GuestExit, Error> {
+        let ctl = self.ctl.clone();
+        // Termination signals are taken through a signalfd by the main
+        // loop; blocking them here, before any vCPU thread exists, keeps
+        // them off the vCPU threads (which inherit the mask).
+        let mut signals = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            signals.add(s);
+        }
+        signals.thread_block().map_err(Error::Control)?;
+        // Device threads start from here once the guest's drivers are
+        // ready, never from a vCPU thread (src/seccomp.rs); like every
+        // thread from now on, it inherits the blocked termination signals.
+        crate::virtio::worker::start_spawner().map_err(Error::Thread)?;
+        let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(Error::Control)?;
+
+        let terminal = RawTerminal::enter();
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            match vcpu::spawn(vcpu, self.ctx.clone()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    ctl.request_exit(GuestExit::VmmError(format!(
+                        "cannot start vCPU thread: {e}"
+                    )));
+                    break;
+                }
             }
         }
-    }
-    phases.mark("starting vCPUs");
-    let server = match socket.serve(Arc::new(handle), ctl.clone()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            ctl.request_exit(GuestExit::VmmError(format!(
-                "cannot start the control thread: {e}"
-            )));
-            None
-        }
-    };
+        self.phases.mark("starting vCPUs");
+        let ops: Arc<dyn crate::ipc::server::GuestOps> = self.handle.clone();
+        let server = match self.socket.take().map(|s| s.serve(ops, ctl.clone())) {
+            Some(Ok(t)) => Some(t),
+            None => None,
+            Some(Err(e)) => {
+                ctl.request_exit(GuestExit::VmmError(format!(
+                    "cannot start the control thread: {e}"
+                )));
+                None
+            }
+        };
 
-    if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Main) {
-        ctl.request_exit(GuestExit::VmmError(e.to_string()));
-    }
-    event_loop(&ctl, console.as_ref(), &sigfd);
-    phases.mark("running the guest");
-    for t in threads {
-        if t.join().is_err() {
-            log::error!("a vCPU thread panicked");
+        if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Main) {
+            ctl.request_exit(GuestExit::VmmError(e.to_string()));
         }
-    }
-    // The control thread removes the socket as it ends.
-    if let Some(t) = server {
-        if t.join().is_err() {
-            log::error!("the control thread panicked");
+        event_loop(&ctl, self.console.as_ref(), &sigfd);
+        self.phases.mark("running the guest");
+        for t in threads {
+            if t.join().is_err() {
+                log::error!("a vCPU thread panicked");
+            }
         }
+        // The control thread removes the socket as it ends.
+        if let Some(t) = server {
+            if t.join().is_err() {
+                log::error!("the control thread panicked");
+            }
+        }
+        drop(terminal);
+        self.phases.mark("stopping vCPUs");
+        let exit = ctl
+            .exit_reason()
+            .unwrap_or(GuestExit::VmmError("VM ended without a reason".into()));
+        let mut phases = std::mem::replace(&mut self.phases, Phases::new());
+        // The rest of the VM goes here, field by field in declaration
+        // order (see `Vm`).
+        drop(self);
+        phases.mark("destroying the VM");
+        Ok(exit)
     }
-    drop(terminal);
-    phases.mark("stopping vCPUs");
-    let exit = ctl
-        .exit_reason()
-        .unwrap_or(GuestExit::VmmError("VM ended without a reason".into()));
-    // Devices hold the VM (as their irqchip) through the buses; once they
-    // are gone the VM fd closes, before guest RAM is unmapped.
-    drop(ctx);
-    drop(platform.vm);
-    drop(platform.fdt_nodes);
-    drop(platform.exits);
-    drop(platform.mem);
-    drop(console);
-    drop(arch);
-    drop(vm);
-    drop(ram);
-    phases.mark("destroying the VM");
-    Ok(exit)
 }
 
 /// Forwards console input and waits for the VM to end or a signal.
@@ -384,3 +443,8 @@ fn event_loop(ctl: &VmControl, console: &dyn ConsoleSink, sigfd: &SignalFd) {
         }
     }
 }
+
+#[cfg(test)]
+#[cfg(x86)]
+#[path = "vmm_tests.rs"]
+mod tests;

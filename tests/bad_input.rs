@@ -153,10 +153,10 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
             "-m 1G@0x1000: a RAM address (@ADDR) is only available on arm64",
         ),
         case(
-            "-n without a value",
-            &["-k", good, "-n"],
+            "a hostfwd rule without a guest port",
+            &["-k", good, "-n", "mode=user,hostfwd=tcp::2222"],
             1,
-            "-n/--network without a value (kvmtool's default, user-mode networking) is not supported yet",
+            "--network: hostfwd \"tcp::2222\" is not tcp:[ADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT: no '-'",
         ),
         case(
             "a macvtap device as tapif",
@@ -304,10 +304,10 @@ fn each_bad_input_gets_one_clear_line_and_a_nonzero_exit() {
             "unknown option 'bogus'",
         ),
         case(
-            "user-mode networking",
-            &["-k", good, "-n", "mode=user"],
+            "user-mode addresses in two nets",
+            &["-k", good, "-n", "mode=user,guest_ip=10.0.0.2"],
             1,
-            "user-mode networking (mode=user) is not supported yet",
+            "--network: guest_ip 10.0.0.2 and host_ip 192.168.33.1 are not in the same /24",
         ),
         case(
             "bad MAC address",

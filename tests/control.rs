@@ -407,3 +407,45 @@ fn run_without_disk_or_initrd_boots_the_default_rootfs() {
         .unwrap_or_else(|| panic!("no command line logged: {err}"));
     assert!(line.trim_end().ends_with("kernel command line:"), "{line}");
 }
+
+#[test]
+fn stat_shows_each_network_cards_counters() {
+    if !kvm_available() {
+        return;
+    }
+    let h = home("netstat");
+    // Two user-mode cards (each with its own stack and thread, under its
+    // seccomp list); the tiny guest never drives them, so counters are 0.
+    let vm = start(
+        &h,
+        "ctl-net",
+        "counter",
+        &[
+            "-n",
+            "mode=user",
+            "-n",
+            "mode=user,guest_ip=10.9.8.7,host_ip=10.9.8.1",
+        ],
+    );
+    let (code, out, err) = client(&h, &["stat", "-n", "ctl-net"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Network card 0 (user, 02:15:15:15:15:15):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Network card 1 (user, 02:15:15:15:15:16):"),
+        "{out}"
+    );
+    assert!(out.contains("  frames from guest    0"), "{out}");
+    assert!(out.contains("  drop bad checksum    0"), "{out}");
+    let (code, out, _) = client(&h, &["stat", "-n", "ctl-net", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"net\": [{\"mode\": \"user\", \"mac\": \"02:15:15:15:15:15\", \"frames_from_guest\": 0"),
+        "{out}"
+    );
+    assert!(out.contains("\"tcp_flows\": 0"), "{out}");
+    client(&h, &["stop", "-n", "ctl-net"]);
+    assert_eq!(vm.finish(Duration::from_secs(10)).0.code(), Some(0));
+}

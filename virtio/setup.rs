@@ -15,9 +15,9 @@ use super::mmio::{self, MmioTransport};
 use super::net::{Net, NetSpec};
 use super::p9::{ShareSpec, Virtio9p};
 use super::pci::{self, VirtioPci};
-use crate::arch::{ArchInfo, Platform};
+use crate::arch::{ArchInfo, Platform, VirtioSet};
 use crate::cli::{ConsoleKind, RunArgs};
-use crate::fdt::DeviceNode;
+use crate::fdt::{DeviceNode, DeviceTree, PciHost};
 use crate::hw::pci::{PciMmioWindow, PciRoot};
 use crate::irq::{IrqLine, MsiSink, Trigger};
 use crate::kvm::IoAddr;
@@ -88,6 +88,21 @@ pub struct VirtioConfig {
     pub console: bool,
 }
 
+/// The cards `-n` asks for; with no `-n` at all, kvmtool's user-mode card
+/// unless `--nodefaults`. Each card's default MAC counts up from
+/// 02:15:15:15:15:15 (`mode=none` takes no number).
+fn net_specs(args: &[String], nodefaults: bool) -> Result<Vec<NetSpec>, ConfigError> {
+    if args.is_empty() && !nodefaults {
+        return Ok(vec![NetSpec::User(super::net::spec::UserSpec::new(0))]);
+    }
+    let mut specs = Vec::new();
+    for a in args {
+        let cards = specs.iter().filter(|s| **s != NetSpec::None).count();
+        specs.push(NetSpec::parse(a, cards).map_err(|e| ConfigError::Network(e.to_string()))?);
+    }
+    Ok(specs)
+}
+
 impl VirtioConfig {
     pub fn from_args(
         args: &RunArgs,
@@ -139,12 +154,7 @@ impl VirtioConfig {
                 .iter()
                 .map(|s| ShareSpec::parse(s).map_err(|e| ConfigError::Share(e.to_string())))
                 .collect::<Result<_, _>>()?,
-            nets: args
-                .network
-                .iter()
-                .enumerate()
-                .map(|(i, n)| NetSpec::parse(n, i).map_err(|e| ConfigError::Network(e.to_string())))
-                .collect::<Result<_, _>>()?,
+            nets: net_specs(&args.network, args.nodefaults)?,
             balloon: args.balloon,
             console: console == ConsoleKind::Virtio,
         })
@@ -187,6 +197,8 @@ pub struct Devices {
     pub devices: Vec<Box<dyn VirtioDevice>>,
     pub console: Option<ConsoleInput>,
     pub balloon: Option<BalloonControl>,
+    /// The network cards, for `lkvm stat`.
+    pub nets: Vec<super::net::NetCard>,
 }
 
 /// Builds (and opens the files and taps of) the configured devices.
@@ -225,8 +237,10 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
     for spec in &cfg.shares {
         devices.push(Box::new(Virtio9p::new(spec)?));
     }
+    let mut nets = Vec::new();
     for spec in &cfg.nets {
         if let Some(net) = Net::new(spec)? {
+            nets.push(net.card());
             devices.push(Box::new(net));
         }
     }
@@ -243,6 +257,7 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
         devices,
         console,
         balloon,
+        nets,
     })
 }
 
@@ -250,6 +265,7 @@ pub fn build_devices(cfg: &VirtioConfig, discard_ok: bool) -> Result<Devices, Er
 /// `line`, and describes it for the device tree.
 pub fn place_mmio(
     p: &mut Platform,
+    tree: &mut DeviceTree,
     dev: Box<dyn VirtioDevice>,
     base: u64,
     line: IrqLine,
@@ -270,7 +286,7 @@ pub fn place_mmio(
     let t = MmioTransport::new(state, line);
     p.mmio
         .insert(name, base, mmio::WINDOW, Arc::new(Mutex::new(t)))?;
-    p.fdt_nodes.push(DeviceNode {
+    tree.nodes.push(DeviceNode {
         name: "virtio",
         compatible: vec!["virtio,mmio"],
         reg_base: base,
@@ -292,36 +308,38 @@ pub struct FdtPlatformLayout {
     pub pci_mem_size: u64,
 }
 
-/// Places `p.virtio` on a device-tree platform: virtio-mmio windows, or
-/// functions behind an ECAM host bridge. Each device gets a level line
-/// from `irqs` (`None` when the platform has no more); `msi` is where
-/// MSI-X goes, if anywhere. Returns the PCI host for the device tree.
+/// Places `virtio` on a device-tree platform: virtio-mmio windows, or
+/// functions behind an ECAM host bridge, described in `tree`. Each device
+/// gets a level line from `irqs` (`None` when the platform has no more);
+/// `msi` is where MSI-X goes, if anywhere.
 pub fn place_on_fdt_platform(
     p: &mut Platform,
+    tree: &mut DeviceTree,
+    virtio: VirtioSet,
     layout: &FdtPlatformLayout,
     chip: Arc<dyn crate::irq::IrqChip>,
     mut irqs: impl FnMut() -> Option<u32>,
     msi: Option<Arc<dyn MsiSink>>,
-) -> Result<Option<PciHostInfo>, Error> {
-    let devices = std::mem::take(&mut p.virtio);
+) -> Result<(), Error> {
+    let VirtioSet { devices, transport } = virtio;
     if devices.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     let mut line = || {
         irqs()
             .map(|irq| IrqLine::new(chip.clone(), irq, Trigger::Level))
             .ok_or(Error::NoIrq)
     };
-    match p.transport {
+    match transport {
         Transport::Mmio => {
             for (i, dev) in devices.into_iter().enumerate() {
                 let base = layout.mmio_base + i as u64 * mmio::WINDOW;
                 if base + mmio::WINDOW > layout.mmio_base + layout.mmio_size {
                     return Err(Error::NoRoom("virtio-mmio"));
                 }
-                place_mmio(p, dev, base, line()?)?;
+                place_mmio(p, tree, dev, base, line()?)?;
             }
-            Ok(None)
+            Ok(())
         }
         Transport::Pci => {
             let mut host = PciHostBuilder::new(layout.pci_mem_base, layout.pci_mem_size);
@@ -330,14 +348,15 @@ pub fn place_on_fdt_platform(
                 let reg = l.line() as u8;
                 host.add_virtio(p, dev, l, reg, msi.clone())?;
             }
-            let (root, info) = host.finish(p)?;
+            let (root, host) = host.finish(p)?;
             p.mmio.insert(
                 "pci-ecam",
                 layout.ecam_base,
                 crate::hw::pci::ecam::BUS_SIZE,
                 Arc::new(Mutex::new(crate::hw::pci::ecam::PciEcam(root))),
             )?;
-            Ok(Some(info))
+            tree.pci = Some(host);
+            Ok(())
         }
     }
 }
@@ -418,14 +437,19 @@ impl PciHostBuilder {
 
     /// Assigns every BAR inside the memory window, maps the window on the
     /// MMIO bus (if any function has BARs), and returns the bus for the
-    /// configuration mechanism.
-    pub fn finish(self, p: &mut Platform) -> Result<(Arc<PciRoot>, PciHostInfo), Error> {
+    /// configuration mechanism and the host's description.
+    pub fn finish(self, p: &mut Platform) -> Result<(Arc<PciRoot>, PciHost), Error> {
         let PciHostBuilder { root, info } = self;
         root.assign_bars(info.mem_base, info.mem_size)?;
         let root = Arc::new(root);
-        if info.intx.is_empty() {
-            return Ok((root, info));
+        let host = PciHost {
+            functions: root.describe(),
+            info,
+        };
+        if host.info.intx.is_empty() {
+            return Ok((root, host));
         }
+        let info = &host.info;
         p.mmio.insert(
             "pci-mem",
             info.cpu_base,
@@ -435,13 +459,43 @@ impl PciHostBuilder {
                 base: info.mem_base,
             })),
         )?;
-        Ok((root, info))
+        Ok((root, host))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_card_unless_told_otherwise() {
+        use super::super::net::spec::{default_mac, UserSpec};
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            net_specs(&[], false).unwrap(),
+            vec![NetSpec::User(UserSpec::new(0))]
+        );
+        assert_eq!(net_specs(&[], true).unwrap(), vec![]);
+        assert_eq!(
+            net_specs(&args(&["mode=none"]), false).unwrap(),
+            vec![NetSpec::None]
+        );
+        // -n given: only what it says, with or without --nodefaults; the
+        // second card gets the next MAC, mode=none takes no number.
+        let got = net_specs(&args(&["none", "", "mode=tap,tapif=t0"]), true).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                NetSpec::None,
+                NetSpec::User(UserSpec::new(0)),
+                NetSpec::Tap {
+                    ifname: Some("t0".into()),
+                    mac: default_mac(1)
+                }
+            ]
+        );
+        assert!(net_specs(&args(&["mode=bridge"]), false).is_err());
+    }
 
     #[test]
     fn transports_parse_per_architecture() {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
-use super::mptable::PciIrq;
-use crate::arch::Platform;
+use crate::arch::{Platform, VirtioSet};
+use crate::fdt::PciHost;
 use crate::hw::pci::PciRoot;
 use crate::irq::{IrqChip, IrqLine, MsiSink, RoutedMsi, Trigger};
 use crate::kvm::GsiRoute;
@@ -31,11 +31,12 @@ pub enum Error {
     NoPins,
 }
 
-/// Places `p.virtio` on the PCI root bus and returns the bus and the MP
-/// table's interrupt entries. (`--virtio-transport mmio` is refused for
-/// x86 when the configuration is parsed.)
-pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Error> {
-    debug_assert_eq!(p.transport, Transport::Pci);
+/// Places `virtio` on the PCI root bus and returns the bus and the host's
+/// description (its INTA# pins are the MP table's interrupt entries).
+/// (`--virtio-transport mmio` is refused for x86 when the configuration is
+/// parsed.)
+pub fn place_virtio(p: &mut Platform, virtio: VirtioSet) -> Result<(Arc<PciRoot>, PciHost), Error> {
+    debug_assert_eq!(virtio.transport, Transport::Pci);
     let chip: Arc<dyn IrqChip> = p.vm.clone();
     // MSI-X vectors go through irqfds routed to their messages.
     let msi: Arc<dyn MsiSink> = Arc::new(RoutedMsi {
@@ -44,23 +45,16 @@ pub fn place_virtio(p: &mut Platform) -> Result<(Arc<PciRoot>, Vec<PciIrq>), Err
         with_devid: false,
     });
     let mut host = PciHostBuilder::new(PCI_MEM_BASE, PCI_MEM_SIZE);
-    let mut irqs = Vec::new();
-    for (i, dev) in std::mem::take(&mut p.virtio).into_iter().enumerate() {
+    for (i, dev) in virtio.devices.into_iter().enumerate() {
         let i = i as u32;
         if i >= PCI_PINS {
             return Err(Error::NoPins);
         }
-        let slot = host.next_slot().ok_or(setup::Error::NoRoom("PCI"))?;
         let pin = FIRST_PCI_PIN + i;
         let line = IrqLine::new(chip.clone(), pin, Trigger::Level);
         host.add_virtio(p, dev, line, pin as u8, Some(msi.clone()))?;
-        irqs.push(PciIrq {
-            slot,
-            pin: pin as u8,
-        });
     }
-    let (root, _) = host.finish(p)?;
-    Ok((root, irqs))
+    Ok(host.finish(p)?)
 }
 
 /// x86's default routes: ISA IRQs 0-15 on both PICs and the IOAPIC, 16-23

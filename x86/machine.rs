@@ -1,7 +1,6 @@
 //! The x86_64 implementation of the architecture hooks: the part that talks
 //! to KVM.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
@@ -13,12 +12,12 @@ use super::cpuid::{self, CpuidEntry};
 use super::devices;
 use super::kernel::{self, BootPlan, Entry};
 use super::layout::{self, BOOT_STACK_TOP, TSS_ADDR};
-use super::mptable::{self, PciIrq};
+use super::mptable;
 use super::regs::{self, BootSregs, Segment};
-use crate::arch::{Arch, Platform};
+use crate::arch::{Arch, BootImages, Devices, NoExits, Platform, VirtioSet};
 use crate::bus::{self, SharedDevice};
 use crate::config::VmConfig;
-use crate::fdt::DeviceNode;
+use crate::fdt::DeviceTree;
 use crate::hw::acpi_pm::{AcpiPm, ACPI_PM_LEN, ACPI_PM_PORT};
 use crate::hw::i8042::{I8042, I8042_LEN, I8042_PORT, KBD_IRQ};
 use crate::hw::legacy::{attach_uarts, ISA_UARTS};
@@ -29,7 +28,8 @@ use crate::hw::IgnoredPorts;
 use crate::irq::{IrqChip, IrqLine, Trigger};
 use crate::kvm::{Kvm, Vcpu, Vm};
 use crate::memory::{GuestMemory, RamRange};
-use crate::term::{ConsoleOut, ConsoleSink};
+use crate::regdump::RegisterDump;
+use crate::term::ConsoleOut;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,16 +47,16 @@ pub enum Error {
     Cpuid(String),
 }
 
+#[derive(Debug)]
 pub struct X86 {
     cpus: u32,
-    supported_cpuid: Vec<CpuidEntry>,
-    pci_irqs: Vec<PciIrq>,
+    ram_size: u64,
 }
 
-impl std::fmt::Debug for X86 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("X86").field("cpus", &self.cpus).finish()
-    }
+/// What `setup_vm` learns: the CPUID leaves this host's KVM supports,
+/// which every vCPU's table starts from.
+pub struct Chipset {
+    supported_cpuid: Vec<CpuidEntry>,
 }
 
 // MSRs every vCPU starts with; mostly zero, as after a reset.
@@ -96,8 +96,8 @@ fn kvm_segment(s: &Segment) -> kvm_segment {
 }
 
 impl X86 {
-    fn set_cpuid(&self, vcpu: &Vcpu) -> Result<(), Error> {
-        let mut entries = self.supported_cpuid.clone();
+    fn set_cpuid(&self, chip: &Chipset, vcpu: &Vcpu) -> Result<(), Error> {
+        let mut entries = chip.supported_cpuid.clone();
         cpuid::patch(&mut entries, vcpu.id(), self.cpus);
         let raw: Vec<kvm_bindings::kvm_cpuid_entry2> = entries
             .iter()
@@ -252,14 +252,15 @@ impl X86 {
 
 impl Arch for X86 {
     type Error = Error;
-    type Boot = BootPlan;
     type Exit<'a> = crate::arch::NoExit;
+    type Chipset = Chipset;
+    type Topology = ();
+    type Boot = BootPlan;
 
     fn new(cfg: &VmConfig) -> Result<Self, Error> {
         Ok(X86 {
             cpus: cfg.cpus,
-            supported_cpuid: Vec::new(),
-            pci_irqs: Vec::new(),
+            ram_size: cfg.ram_size,
         })
     }
 
@@ -279,12 +280,12 @@ impl Arch for X86 {
         false
     }
 
-    fn setup_vm(&mut self, kvm: &Kvm, vm: &Vm) -> Result<(), Error> {
+    fn setup_vm(&self, kvm: &Kvm, vm: &Vm) -> Result<Chipset, Error> {
         vm.set_tss_address(TSS_ADDR)?;
         vm.create_irqchip()?;
         vm.create_pit2(KVM_PIT_SPEAKER_DUMMY)?;
         let cpuid = kvm.supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
-        self.supported_cpuid = cpuid
+        let supported_cpuid = cpuid
             .as_slice()
             .iter()
             .map(|e| CpuidEntry {
@@ -297,12 +298,16 @@ impl Arch for X86 {
                 edx: e.edx,
             })
             .collect();
-        Ok(())
+        Ok(Chipset { supported_cpuid })
     }
 
-    fn setup_devices(&mut self, p: &mut Platform) -> Result<Arc<dyn ConsoleSink>, Error> {
-        let (root, pci_irqs) = devices::place_virtio(p)?;
-        self.pci_irqs = pci_irqs;
+    fn setup_devices(
+        &self,
+        _chip: &Chipset,
+        p: &mut Platform,
+        virtio: VirtioSet,
+    ) -> Result<Devices, Error> {
+        let (root, pci) = devices::place_virtio(p, virtio)?;
         // The in-kernel PIC/IOAPIC take ISA IRQ numbers as KVM_IRQ_LINE lines.
         let chip: Arc<dyn IrqChip> = p.vm.clone();
         let edge = |line| IrqLine::new(chip.clone(), line, Trigger::Edge);
@@ -330,30 +335,52 @@ impl Arch for X86 {
         let ignored: SharedDevice = Arc::new(Mutex::new(IgnoredPorts));
         p.pio.insert("post", 0x80, 1, ignored.clone())?;
         p.pio.insert("io-delay", 0xed, 1, ignored)?;
-        Ok(Arc::new(SerialConsole(serial)))
+        Ok(Devices {
+            console: Arc::new(SerialConsole(serial)),
+            exits: Arc::new(NoExits),
+            tree: DeviceTree {
+                pci: Some(pci),
+                ..Default::default()
+            },
+        })
     }
 
     fn default_cmdline(&self) -> &'static str {
         super::DEFAULT_CMDLINE
     }
 
+    fn init_vcpus(
+        &self,
+        chip: &Chipset,
+        _kvm: &Kvm,
+        _vm: &Vm,
+        vcpus: &[Vcpu],
+    ) -> Result<(), Error> {
+        for vcpu in vcpus {
+            self.set_cpuid(chip, vcpu)?;
+            Self::set_msrs(vcpu)?;
+            Self::set_fpu(vcpu)?;
+            Self::set_lint(vcpu)?;
+        }
+        Ok(())
+    }
+
     fn load(
-        &mut self,
+        &self,
+        _chip: &Chipset,
+        _topology: &(),
+        devices: &DeviceTree,
         mem: &GuestMemory,
-        cfg: &VmConfig,
-        kernel_image: &[u8],
-        initrd: Option<&[u8]>,
-        cmdline: &str,
-        _fdt_nodes: &[DeviceNode],
+        images: &BootImages<'_>,
     ) -> Result<BootPlan, Error> {
         let plan = kernel::load(
             mem,
-            cfg.ram_size,
-            cfg.cpus,
-            kernel_image,
-            initrd,
-            cmdline,
-            &self.pci_irqs,
+            self.ram_size,
+            self.cpus,
+            images.kernel,
+            images.initrd,
+            images.cmdline,
+            &mptable::pci_irqs(devices.pci.as_ref()),
         )?;
         log::debug!(
             "x86: kernel at {:#x}..{:#x}, initrd {:?}, entry {:?}",
@@ -365,14 +392,7 @@ impl Arch for X86 {
         Ok(plan)
     }
 
-    fn init_vcpu(&mut self, _kvm: &Kvm, _vm: &Vm, vcpu: &mut Vcpu) -> Result<(), Error> {
-        self.set_cpuid(vcpu)?;
-        Self::set_msrs(vcpu)?;
-        Self::set_fpu(vcpu)?;
-        Self::set_lint(vcpu)
-    }
-
-    fn boot_vcpu(&self, vcpu: &mut Vcpu, boot: &BootPlan) -> Result<(), Error> {
+    fn boot_vcpu(&self, vcpu: &Vcpu, boot: &BootPlan) -> Result<(), Error> {
         // Secondary vCPUs wait for INIT/SIPI from the boot CPU, in the reset
         // state KVM gave them.
         if vcpu.id() == 0 {
@@ -386,68 +406,70 @@ impl Arch for X86 {
     }
 
     fn dump_vcpu(&self, vcpu: &Vcpu) -> String {
-        let mut out = String::new();
+        let mut d = RegisterDump::default();
         match vcpu.regs() {
             Ok(r) => {
-                let _ = write!(
-                    out,
-                    "rip {:#018x} rsp {:#018x} rflags {:#x}\n\
-                     rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n\
-                     rsi {:#018x} rdi {:#018x} rbp {:#018x}\n\
-                     r8  {:#018x} r9  {:#018x} r10 {:#018x} r11 {:#018x}\n\
-                     r12 {:#018x} r13 {:#018x} r14 {:#018x} r15 {:#018x}\n",
-                    r.rip,
-                    r.rsp,
-                    r.rflags,
-                    r.rax,
-                    r.rbx,
-                    r.rcx,
-                    r.rdx,
-                    r.rsi,
-                    r.rdi,
-                    r.rbp,
-                    r.r8,
-                    r.r9,
-                    r.r10,
-                    r.r11,
-                    r.r12,
-                    r.r13,
-                    r.r14,
-                    r.r15
-                );
+                d.line(&[
+                    ("rip", Some(r.rip)),
+                    ("rsp", Some(r.rsp)),
+                    ("rflags", Some(r.rflags)),
+                ])
+                .line(&[
+                    ("rax", Some(r.rax)),
+                    ("rbx", Some(r.rbx)),
+                    ("rcx", Some(r.rcx)),
+                    ("rdx", Some(r.rdx)),
+                ])
+                .line(&[
+                    ("rsi", Some(r.rsi)),
+                    ("rdi", Some(r.rdi)),
+                    ("rbp", Some(r.rbp)),
+                ])
+                .line(&[
+                    ("r8", Some(r.r8)),
+                    ("r9", Some(r.r9)),
+                    ("r10", Some(r.r10)),
+                    ("r11", Some(r.r11)),
+                ])
+                .line(&[
+                    ("r12", Some(r.r12)),
+                    ("r13", Some(r.r13)),
+                    ("r14", Some(r.r14)),
+                    ("r15", Some(r.r15)),
+                ]);
             }
             Err(e) => {
-                let _ = writeln!(out, "registers unavailable: {e}");
+                d.unavailable("registers", e);
             }
         }
         match vcpu.sregs() {
             Ok(s) => {
-                let _ = write!(
-                    out,
-                    "cs {:#06x} base {:#x} l {} db {}  ss {:#06x}  ds {:#06x}\n\
-                     cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}\n\
-                     gdt {:#x}/{:#x} idt {:#x}/{:#x}",
-                    s.cs.selector,
-                    s.cs.base,
-                    s.cs.l,
-                    s.cs.db,
-                    s.ss.selector,
-                    s.ds.selector,
-                    s.cr0,
-                    s.cr2,
-                    s.cr3,
-                    s.cr4,
-                    s.efer,
-                    s.gdt.base,
-                    s.gdt.limit,
-                    s.idt.base,
-                    s.idt.limit
-                );
+                d.short_line(&[
+                    ("cs", Some(s.cs.selector.into())),
+                    ("base", Some(s.cs.base)),
+                    ("l", Some(s.cs.l.into())),
+                    ("db", Some(s.cs.db.into())),
+                    ("ss", Some(s.ss.selector.into())),
+                    ("ds", Some(s.ds.selector.into())),
+                ])
+                .short_line(&[
+                    ("cr0", Some(s.cr0)),
+                    ("cr2", Some(s.cr2)),
+                    ("cr3", Some(s.cr3)),
+                    ("cr4", Some(s.cr4)),
+                    ("efer", Some(s.efer)),
+                ])
+                .short_line(&[
+                    ("gdt", Some(s.gdt.base)),
+                    ("limit", Some(s.gdt.limit.into())),
+                    ("idt", Some(s.idt.base)),
+                    ("limit", Some(s.idt.limit.into())),
+                ]);
             }
             Err(e) => {
-                let _ = write!(out, "special registers unavailable: {e}");
+                d.unavailable("special registers", e);
             }
         }
-        out
+        d.finish()
     }
 }

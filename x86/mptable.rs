@@ -48,6 +48,22 @@ fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |s, b| s.wrapping_sub(*b))
 }
 
+/// The MP table's PCI interrupt entries: each occupied slot's INTA# pin.
+pub fn pci_irqs(host: Option<&crate::fdt::PciHost>) -> Vec<PciIrq> {
+    host.map_or_else(Vec::new, |h| {
+        h.info
+            .intx
+            .iter()
+            .filter_map(|&(slot, irq)| {
+                Some(PciIrq {
+                    slot,
+                    pin: u8::try_from(irq).ok()?,
+                })
+            })
+            .collect()
+    })
+}
+
 /// Builds the floating pointer and configuration table for `cpus` CPUs and
 /// the given PCI interrupt wiring, to be placed at guest physical `base`.
 pub fn build(cpus: u32, base: u64, pci: &[PciIrq]) -> Result<Vec<u8>, Error> {

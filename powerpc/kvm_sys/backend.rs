@@ -2,11 +2,9 @@
 //! with the PowerPC numbers of `super`, offering what the kvm-ioctls backend
 //! offers plus the book3s/sPAPR operations lkvm needs.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -15,7 +13,7 @@ use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ref, ioctl_with_ref, ioctl_with_
 
 use super::*;
 use crate::kvm::{
-    Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit, KVM_API_VERSION,
+    DevicePath, Error, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
 };
 
 fn last(op: &'static str) -> Error {
@@ -38,29 +36,17 @@ pub struct Kvm {
 
 impl Kvm {
     pub fn open(path: &Path) -> Result<Kvm> {
-        let shown = path.display().to_string();
-        let open_err = |source| Error::Open {
-            path: shown.clone(),
-            source,
-        };
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let dev = DevicePath::new(path);
+        let cpath = dev.c_string()?;
         // SAFETY: a NUL-terminated path; the returned fd is checked.
         let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if raw < 0 {
-            return Err(open_err(io::Error::last_os_error()));
+            return Err(dev.open_error(io::Error::last_os_error()));
         }
         // SAFETY: `raw` is a freshly opened fd nobody else owns.
         let fd = unsafe { File::from_raw_fd(raw) };
         // SAFETY: KVM_GET_API_VERSION takes no argument.
-        let found = unsafe { ioctl(&fd, KVM_GET_API_VERSION as _) };
-        if found != KVM_API_VERSION {
-            return Err(Error::ApiVersion {
-                path: shown,
-                found,
-                expected: KVM_API_VERSION,
-            });
-        }
+        dev.check_version(unsafe { ioctl(&fd, KVM_GET_API_VERSION as _) })?;
         // SAFETY: KVM_GET_VCPU_MMAP_SIZE takes no argument.
         let size = unsafe { ioctl(&fd, KVM_GET_VCPU_MMAP_SIZE as _) };
         let run_size = usize::try_from(check(size, "KVM_GET_VCPU_MMAP_SIZE")?)
@@ -203,7 +189,10 @@ impl Vm {
 
     /// sPAPR guests get no MSIs from lkvm, so no MSI routes either.
     pub fn set_gsi_routing(&self, _routes: &[(u32, crate::kvm::GsiRoute)]) -> Result<()> {
-        Err(Error::Unsupported)
+        Err(Error::ioctl(
+            "KVM_SET_GSI_ROUTING",
+            std::io::Error::from_raw_os_error(libc::ENOTTY),
+        ))
     }
 
     pub fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
@@ -379,14 +368,16 @@ impl Vcpu {
         self.id
     }
 
-    /// A second fd on this vCPU, for the threads that only inject its
-    /// interrupts (`KVM_INTERRUPT`, asynchronous on PowerPC).
-    pub fn dup_fd(&self) -> Result<OwnedFd> {
+    /// A second handle on this vCPU for the threads that raise and lower
+    /// its external interrupt (the userspace XICS).
+    pub fn interrupt_line(&self) -> Result<InterruptLine> {
         use std::os::fd::AsFd;
-        self.fd
+        let fd = self
+            .fd
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))
+            .map_err(|e| crate::kvm::Error::ioctl("dup(vCPU fd)", e))?;
+        Ok(InterruptLine { fd })
     }
 
     fn immediate_exit(&self) -> *mut u8 {
@@ -527,13 +518,20 @@ impl Vcpu {
     }
 }
 
-/// Raises or lowers the external interrupt of a vCPU through `KVM_INTERRUPT`
-/// (asynchronous on PowerPC: any thread may call it).
-pub fn vcpu_interrupt(fd: &OwnedFd, irq: u32) -> Result<()> {
-    let arg = KvmInterrupt { irq };
-    // SAFETY: the struct is the ioctl's exact argument; `fd` is a vCPU fd.
-    let rc = unsafe { ioctl_with_ref(fd, KVM_INTERRUPT as _, &arg) };
-    check(rc, "KVM_INTERRUPT").map(|_| ())
+/// A vCPU's external interrupt input (`KVM_INTERRUPT`), which on PowerPC
+/// any thread may drive, not only the vCPU's own.
+pub struct InterruptLine {
+    fd: OwnedFd,
+}
+
+impl InterruptLine {
+    /// `KVM_INTERRUPT` with `irq` (`KVM_INTERRUPT_SET_LEVEL` / `_UNSET`).
+    pub fn set(&self, irq: u32) -> Result<()> {
+        let arg = KvmInterrupt { irq };
+        // SAFETY: the struct is the ioctl's exact argument; `fd` is a vCPU fd.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_INTERRUPT as _, &arg) };
+        check(rc, "KVM_INTERRUPT").map(|_| ())
+    }
 }
 
 impl Drop for Vcpu {

@@ -14,6 +14,8 @@ pub enum Request {
     Resume,
     /// The balloon's memory statistics.
     MemoryStats,
+    /// Every network card's counters.
+    NetStats,
     Inflate(u64),
     Deflate(u64),
     /// Every vCPU's registers and the memory map.
@@ -62,6 +64,7 @@ impl Request {
             "pause" => bare(Request::Pause),
             "resume" => bare(Request::Resume),
             "memory-stats" => bare(Request::MemoryStats),
+            "net-stats" => bare(Request::NetStats),
             "dump" => bare(Request::Dump),
             "inflate" => number("inflate", "a size in MiB").map(Request::Inflate),
             "deflate" => number("deflate", "a size in MiB").map(Request::Deflate),
@@ -96,6 +99,7 @@ fn cmd_name(r: &Request) -> &'static str {
         Request::Pause => "pause",
         Request::Resume => "resume",
         Request::MemoryStats => "memory-stats",
+        Request::NetStats => "net-stats",
         Request::Inflate(_) => "inflate",
         Request::Deflate(_) => "deflate",
         Request::Dump => "dump",
@@ -213,6 +217,7 @@ mod tests {
             Request::Pause,
             Request::Resume,
             Request::MemoryStats,
+            Request::NetStats,
             Request::Inflate(64),
             Request::Deflate(1),
             Request::Dump,

@@ -27,6 +27,11 @@ pub trait GuestOps: Send + Sync {
     fn pause(&self) -> Result<usize, String>;
     fn resume(&self) -> Result<(), String>;
     fn memory_stats(&self) -> Result<Vec<(String, u64)>, String>;
+    /// Each network card's counters as `netN.NAME` fields (mode, MAC,
+    /// then the counters).
+    fn net_stats(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Returns the new balloon target in MiB.
     fn inflate(&self, mib: u64) -> Result<u64, String>;
     fn deflate(&self, mib: u64) -> Result<u64, String>;
@@ -57,6 +62,10 @@ pub fn answer(line: &[u8], ops: &dyn GuestOps) -> Answer {
                 .into_iter()
                 .fold(Answer::ok(), |a, (k, v)| a.with(&k, v))
         }),
+        Request::NetStats => Ok(ops
+            .net_stats()
+            .into_iter()
+            .fold(Answer::ok(), |a, (k, v)| a.with(&k, v))),
         Request::Inflate(n) => ops.inflate(n).map(|t| Answer::ok().with("target_mib", t)),
         Request::Deflate(n) => ops.deflate(n).map(|t| Answer::ok().with("target_mib", t)),
         Request::Dump => Ok(Answer::ok().with("dump", ops.dump())),

@@ -1,16 +1,13 @@
 //! kvm-ioctls backend of the seam (x86_64, aarch64, riscv64).
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kvm_ioctls::{IoEventAddress, Kvm as KvmFd, NoDatamatch, VcpuExit as RawExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    Error, GsiRoute, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
-    KVM_API_VERSION,
+    DevicePath, Error, GsiRoute, IoAddr, MemoryRegion, MsiMessage, Result, SystemEvent, VcpuExit,
 };
 
 const KVM_EXIT_IO_OUT: u8 = 1;
@@ -33,22 +30,9 @@ pub struct Kvm {
 impl Kvm {
     /// Opens the KVM device and checks its API version.
     pub fn open(path: &Path) -> Result<Kvm> {
-        let shown = path.display().to_string();
-        let open_err = |source| Error::Open {
-            path: shown.clone(),
-            source,
-        };
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| open_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        let fd = KvmFd::new_with_path(cpath).map_err(|e| open_err(errno(e)))?;
-        let found = fd.get_api_version();
-        if found != KVM_API_VERSION {
-            return Err(Error::ApiVersion {
-                path: shown,
-                found,
-                expected: KVM_API_VERSION,
-            });
-        }
+        let dev = DevicePath::new(path);
+        let fd = KvmFd::new_with_path(dev.c_string()?).map_err(|e| dev.open_error(errno(e)))?;
+        dev.check_version(fd.get_api_version())?;
         Ok(Kvm { fd })
     }
 
@@ -553,15 +537,18 @@ impl Vcpu {
             .map_err(|e| Error::ioctl(op, errno(e)))
     }
 
-    /// A second fd on this vCPU, for a thread that only injects its
-    /// interrupts (`KVM_INTERRUPT`: RISC-V's userspace PLIC).
-    pub fn dup_fd(&self) -> Result<std::os::fd::OwnedFd> {
+    /// A second handle on this vCPU for the thread that raises and lowers
+    /// its external interrupt (RISC-V's userspace PLIC).
+    #[cfg(riscv)]
+    pub fn interrupt_line(&self) -> Result<InterruptLine> {
         use std::os::fd::{AsRawFd, BorrowedFd};
         // SAFETY: the vCPU fd stays open for the borrow, which only lives
         // long enough to duplicate it.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) };
-        fd.try_clone_to_owned()
-            .map_err(|e| Error::ioctl("dup(vCPU fd)", e))
+        let fd = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::ioctl("dup(vCPU fd)", e))?;
+        Ok(InterruptLine { fd })
     }
 
     /// The vCPU's multiprocessing state (`KVM_GET_MP_STATE`).
@@ -686,6 +673,32 @@ fn async_pf_ioctl<F: std::os::fd::AsRawFd>(
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
+        Ok(())
+    }
+}
+
+/// A vCPU's external interrupt input (`KVM_INTERRUPT`), which on RISC-V
+/// any thread may drive, not only the vCPU's own.
+#[cfg(riscv)]
+pub struct InterruptLine {
+    fd: std::os::fd::OwnedFd,
+}
+
+#[cfg(riscv)]
+impl InterruptLine {
+    /// `KVM_INTERRUPT` with `irq` (RISC-V: raise or lower VS external).
+    pub fn set(&self, irq: u32) -> Result<()> {
+        /// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
+        const KVM_INTERRUPT: u64 = 0x4004_ae86;
+        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt { __u32 irq; }`
+        // from `&irq`, which lives across the call; `fd` is a vCPU fd.
+        let rc = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT as _, &irq) };
+        if rc < 0 {
+            return Err(Error::ioctl(
+                "KVM_INTERRUPT",
+                std::io::Error::last_os_error(),
+            ));
+        }
         Ok(())
     }
 }

@@ -38,8 +38,6 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("KVM is not supported for this architecture by lkvm yet")]
-    Unsupported,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -64,6 +62,44 @@ impl Error {
 
 /// The KVM API version every supported kernel reports (`KVM_GET_API_VERSION`).
 pub const KVM_API_VERSION: i32 = 12;
+
+/// What both backends do around opening the KVM device: the path as the C
+/// string `open(2)` takes, and the API version check on the new fd.
+pub(crate) struct DevicePath<'a> {
+    path: &'a std::path::Path,
+}
+
+impl<'a> DevicePath<'a> {
+    pub(crate) fn new(path: &'a std::path::Path) -> Self {
+        DevicePath { path }
+    }
+
+    /// The error of a failed `open(2)`.
+    pub(crate) fn open_error(&self, source: io::Error) -> Error {
+        Error::Open {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn c_string(&self) -> Result<std::ffi::CString> {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(self.path.as_os_str().as_bytes())
+            .map_err(|_| self.open_error(io::Error::from(io::ErrorKind::InvalidInput)))
+    }
+
+    /// Refuses a device that reports another API version.
+    pub(crate) fn check_version(&self, found: i32) -> Result<()> {
+        if found == KVM_API_VERSION {
+            return Ok(());
+        }
+        Err(Error::ApiVersion {
+            path: self.path.display().to_string(),
+            found,
+            expected: KVM_API_VERSION,
+        })
+    }
+}
 
 /// Flags of a memory slot (`KVM_MEM_*`).
 pub const MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
@@ -106,7 +142,9 @@ cfg_if::cfg_if! {
     if #[cfg(any(x86, arm64, riscv))] {
         mod ioctls;
         pub use ioctls::{Device, Kvm, Vcpu, Vm};
+        #[cfg(riscv)]
+        pub use ioctls::InterruptLine;
     } else {
-        pub use crate::powerpc::kvm_sys::backend::{Device, Kvm, Vcpu, Vm};
+        pub use crate::powerpc::kvm_sys::backend::{Device, InterruptLine, Kvm, Vcpu, Vm};
     }
 }

@@ -5,6 +5,7 @@ pub mod elf;
 pub mod flat;
 pub mod place;
 pub mod search;
+pub mod write;
 
 use std::fs::File;
 use std::io::Read;

@@ -247,12 +247,14 @@ def add_modules(c, root, wanted, skip_missing=False, optional=()):
     c.file("modules.order", ("\n".join(names) + "\n").encode())
 
 
-def l2_initramfs(arch, inputs, template, modules=False):
+def l2_initramfs(arch, inputs, template, modules=False, files=()):
     """An L2 initramfs; with `modules`, the virtio and 9p drivers too (only
     the cases that use them carry them: every byte is unpacked twice under
-    emulation)."""
+    emulation); `files`: (name, bytes, mode) to add."""
     init = (HERE / template).read_text().replace("@END@", PINS[arch]["l2_end"])
     c = base_initramfs(inputs.busybox, init)
+    for name, data, mode in files:
+        c.file(name, data, mode)
     if modules:
         add_modules(c, inputs.kernel_root, L2_MODULES, skip_missing=True)
     else:

@@ -68,7 +68,7 @@ NO_VGICV2 = Expected(
     "L1 lacks it: the default arm64 L1 is QEMU virt with gic-version=3 and no GICv2 "
     "compatibility, so KVM in L1 cannot create a vGICv2; lkvm refuses --irqchip=gicv2 "
     "saying so", "cannot give guests that interrupt controller")
-# Seen in about 1 of 7 runs on either riscv64 L1; kvmtool b48735e on the
+# Seen in about 1 run in 10 on either riscv64 L1 (7 of about 70); kvmtool b48735e on the
 # same L1 fails it as often (3 of 20 runs, the timer up to 3.9 ms early).
 SBI_TIMER = Expected(
     "L1 flaw: sbi's set_timer checks that the timer interrupt comes 200-400 ms after it was "

@@ -109,16 +109,55 @@ virtio=$(arg lkvm.virtio)
 case "$virtio$(arg lkvm.bench) $extra" in
     1*|*virtio*) [ "$mode" = shell ] || initrd=/l2/initrd-virtio.cpio.gz ;;
 esac
-if [ -n "$virtio" ]; then
-    extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng -n mode=tap,tapif=lkvmtap0"
-    params="$params lkvm.virtio=1"
-    # lkvm creates the tap; give L1's end an address once it exists, so L2
-    # can ping through virtio-net.
+# lkvm creates the tap; give L1's end an address once it exists, so L2
+# can reach L1 through virtio-net on it.
+tap_address() {
     (
         for i in $(seq 1 600); do [ -e /sys/class/net/lkvmtap0 ] && break; usleep 100000; done
         ip addr add 10.0.2.1/24 dev lkvmtap0
         ip link set lkvmtap0 up
     ) &
+}
+# What L2 reaches through its user-mode card: the gateway 192.168.33.1 is
+# L1's loopback (an HTTP server with known.bin, a UDP responder), DNS goes
+# to L1's resolver (a responder on 127.0.0.1:53 that answers 10.11.12.13),
+# and L1 fetches L2's token through hostfwd (127.0.0.1:5555 to L2's port
+# 80), which L2 learns back over UDP. No tap, no root networking: only lo.
+user_servers() {
+    ip link set lo up
+    mkdir -p /etc
+    echo "nameserver 127.0.0.1" > /etc/resolv.conf
+    httpd -p 127.0.0.1:8080 -h /www
+    /netprobe serve-udp 7777 &
+    /netprobe serve-udp 53 &
+    (
+        for i in $(seq 1 300); do
+            if timeout 5 wget -q -O /tmp/hf.part http://127.0.0.1:5555/token 2>/dev/null &&
+                [ -s /tmp/hf.part ]; then
+                # Said after lkvm exits: a line printed now could land in
+                # the middle of one of L2's.
+                mv /tmp/hf.part /tmp/hostfwd.txt
+                break
+            fi
+            sleep 1
+        done
+    ) &
+}
+if [ -n "$virtio" ]; then
+    extra="$extra -d /l2/disk.img --9p /share,lkvmshare --rng -n mode=tap,tapif=lkvmtap0"
+    extra="$extra -n mode=user,hostfwd=tcp:127.0.0.1:5555-:80"
+    params="$params lkvm.virtio=1"
+    tap_address
+    user_servers
+fi
+if [ -n "$(arg lkvm.netbench)" ]; then
+    # TCP throughput from L2 to L1 over a tap and over user networking.
+    initrd=/l2/initrd-virtio.cpio.gz
+    extra="$extra -n mode=tap,tapif=lkvmtap0 -n mode=user"
+    params="$params lkvm.netbench=1"
+    tap_address
+    ip link set lo up
+    /netprobe sink 9000 &
 fi
 if [ -n "$(arg lkvm.bench)" ]; then
     # Sequential-read benchmark: a 64 MiB image for L2's /dev/vda.
@@ -151,6 +190,7 @@ if [ -n "$virtio" ]; then
     # What L2 left behind, for the harness: the file it wrote through 9p,
     # and the disk image (gzip, base64) to read back with debugfs.
     echo "LKVM-L1-9P $(cat /share/from-l2.txt 2>/dev/null)"
+    echo "LKVM-L1-HOSTFWD $(cat /tmp/hostfwd.txt 2>/dev/null)"
     # The checksum tells a dump damaged on the way from a disk lkvm wrote
     # wrongly.
     echo "LKVM-L1-DISK-SHA256 $(sha256sum < /l2/disk.img)"

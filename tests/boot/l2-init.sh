@@ -18,6 +18,74 @@ if [ -n "$hvc" ] && ! grep -q "^$hvc " /proc/consoles; then
     for i in 1 2 3 4 5 6 7 8 9 10; do grep -q "^$hvc " /proc/consoles && break; sleep 1; done
     exec <"/dev/$hvc" >"/dev/$hvc" 2>&1
 fi
+# The interface with MAC $1 (lkvm numbers its cards' MACs from
+# 02:15:15:15:15:15 in -n order).
+ifname() {
+    for d in /sys/class/net/*; do
+        [ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && { echo "${d##*/}"; return; }
+    done
+}
+# A lease from lkvm's DHCP server on interface $1 (udhcpc calls this
+# script as /tmp/dhcp.sh bound|renew|deconfig).
+dhcp() {
+    cat > /tmp/dhcp.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    ip route add default via "$router" dev "$interface"
+    echo "nameserver $dns" > /etc/resolv.conf
+    echo "LKVM-L2-LEASE ip=$ip mask=$mask router=$router dns=$dns lease=$lease"
+    ;;
+deconfig) ip link set "$interface" up ;;
+esac
+SCRIPT
+    chmod +x /tmp/dhcp.sh
+    ip link set "$1" up
+    udhcpc -i "$1" -f -q -n -t 5 -T 2 -s /tmp/dhcp.sh >/dev/null 2>&1
+}
+# User-mode networking (the second card, -n mode=user): DHCP, HTTP from a
+# server on L1's loopback through the gateway, a UDP exchange with L1, DNS
+# through the gateway to L1's resolver, and a server here that L1 reaches
+# through hostfwd (L1 fetches the token from it and says so over UDP).
+usernet() {
+    uif=$(ifname 02:15:15:15:15:16)
+    if [ -z "$uif" ]; then
+        echo "LKVM-L2-USERNET dhcp=none http=none udp=none dns=none fwd=none"
+        return
+    fi
+    dhcp "$uif"
+    addr=$(ip -4 addr show dev "$uif" | sed -n 's/.*inet \([0-9.]*\).*/\1/p' | head -n 1)
+    http=$(wget -q -O - http://192.168.33.1:8080/known.bin | sha256sum | cut -d' ' -f1)
+    udp=fail
+    [ "$(/netprobe ask 192.168.33.1 7777 "udp-$token")" = "echo:udp-$token" ] && udp=ok
+    dns=fail
+    nslookup lkvm.test 192.168.33.1 2>/dev/null | grep -q '10.11.12.13' && dns=ok
+    mkdir -p /www
+    echo "$token" > /www/token
+    httpd -p 80 -h /www
+    fwd=fail
+    for i in $(seq 1 60); do
+        if [ "$(/netprobe ask 192.168.33.1 7777 'fwd?')" = "fwd:$token" ]; then fwd=ok; break; fi
+        sleep 1
+    done
+    echo "LKVM-L2-USERNET dhcp=${addr:-none} http=${http:-none} udp=$udp dns=$dns fwd=$fwd"
+}
+# TCP throughput from here to L1 over the tap card and the user card
+# (lkvm.netbench): 3 rounds of 8 MiB each way, timed by the guest's clock.
+if grep -q 'lkvm\.netbench' /proc/cmdline; then
+    for m in $(cat /modules.order); do insmod "/modules/$m" 2>/dev/null; done
+    tapif=$(ifname 02:15:15:15:15:15)
+    ip addr add 10.0.2.15/24 dev "$tapif"
+    ip link set "$tapif" up
+    dhcp "$(ifname 02:15:15:15:15:16)"
+    for i in $(seq 1 30); do ping -c 1 -W 1 10.0.2.1 >/dev/null 2>&1 && break; done
+    for round in 1 2 3; do
+        echo "LKVM-L2-NETBENCH via=user $(/netprobe send 192.168.33.1 9000 8)"
+        echo "LKVM-L2-NETBENCH via=tap $(/netprobe send 10.0.2.1 9000 8)"
+    done
+fi
 # Sequential read of the 64 MiB benchmark disk, timed by the guest's clock.
 if grep -q 'lkvm\.bench' /proc/cmdline; then
     for m in $(cat /modules.order); do insmod "/modules/$m" 2>/dev/null; done
@@ -48,15 +116,17 @@ if grep -q 'lkvm\.virtio' /proc/cmdline; then
         umount /share
     fi
     net=none
-    if [ -e /sys/class/net/eth0 ]; then
-        ip addr add 10.0.2.15/24 dev eth0
-        ip link set eth0 up
+    tapif=$(ifname 02:15:15:15:15:15)
+    if [ -n "$tapif" ]; then
+        ip addr add 10.0.2.15/24 dev "$tapif"
+        ip link set "$tapif" up
         net=fail
         for i in 1 2 3 4 5; do
             if ping -c 1 -W 3 10.0.2.1 >/dev/null 2>&1; then net=ok; break; fi
         done
     fi
     echo "LKVM-L2-VIRTIO rng=$rng blk=$blk 9p=$p9 net=$net"
+    usernet
     # How the devices interrupt (MSI-X vectors or a wired line), for checks.
     echo "LKVM-L2-IRQS $(grep virtio /proc/interrupts | tr -s ' ' | cut -d' ' -f$(( $(nproc) + 3 ))- | tr '\n' ';')"
 fi

@@ -49,18 +49,22 @@ from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs
 
 TAIL_LINES = 40
 # Architectures whose boots get one second attempt in `test`. x86_64's L1
-# is TCG emulating SVM for L1's kvm-amd; about one -c 2 boot in twelve
-# dies there with L2's vCPU 0 either triple-faulting early in the kernel's
-# initcalls or stalling so hard that an NMI from vCPU 1 gets no answer,
-# also with no virtio device present (only the 8250, i8042, RTC and the
-# PCI root). Whether TCG or lkvm is at fault is not known yet (L1's
-# watchdog dump is there to find out); until then a failing x86_64
-# boot is run once more; both attempts are reported, the first one's
+# is TCG emulating SVM for L1's kvm-amd. Earlier about one -c 2 boot in
+# twelve died there (L2's vCPU 0 triple-faulting or stalling early, once
+# L1's own kernel panicking in lkvm's vcpu0 thread); `lab.py ab x86_64 -c 2
+# --runs 60` on 2026-12-02 had lkvm pass 60 of 60 and kvmtool 58 of 60 (L2
+# never got its console input), so the retry stays for L1's flakes that
+# the reference VMM meets too. Both attempts are reported, the first one's
 # console tail printed, and the second must pass on its own marker.
 RETRY_ONCE = {"x86_64"}
 MARKER = re.compile(
     r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
 VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+) net=(\S+)")
+USERNET_LINE = re.compile(
+    r"LKVM-L2-USERNET dhcp=(\S+) http=(\S+) udp=(\S+) dns=(\S+) fwd=(\S+)")
+NETBENCH_LINE = re.compile(r"LKVM-L2-NETBENCH via=(\w+) bytes=(\d+) seconds=([0-9.]+)")
+# What L2's user-mode card must get from lkvm's DHCP server.
+USERNET_GUEST_IP = "192.168.33.15"
 
 
 class Case:
@@ -150,6 +154,16 @@ def build_hostprog(arch):
     return out
 
 
+def build_netprobe(arch):
+    src = HERE / "netprobe.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = CACHE / "tools" / f"netprobe-{arch}-{digest}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PINS[arch]["cc"], "-static", "-O2", "-o", str(out), str(src)])
+    return out
+
+
 def build_lkvm(arch):
     target = PINS[arch]["rust_target"]
     env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
@@ -171,7 +185,14 @@ def l1_initramfs(arch, inputs, reference=False):
     c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
     c.file("l2/kernel", inputs.l2_kernel.read_bytes())
     c.file("l2/initrd-test.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh"))
-    c.file("l2/initrd-virtio.cpio.gz", l2_initramfs(arch, inputs, "l2-init.sh", modules=True))
+    # The network probe (UDP, DNS, timed TCP) for L1 and the virtio L2;
+    # known.bin for L1's HTTP server.
+    netprobe = build_netprobe(arch).read_bytes()
+    c.file("netprobe", netprobe, 0o755)
+    c.file("www/known.bin", KNOWN_BIN)
+    c.file("l2/initrd-virtio.cpio.gz",
+           l2_initramfs(arch, inputs, "l2-init.sh", modules=True,
+                        files=[("netprobe", netprobe, 0o755)]))
     c.file("l2/initrd-shell.cpio.gz", l2_initramfs(arch, inputs, "shell-init.sh"))
     c.file("l2/initrd-sandbox.cpio.gz",
            l2_initramfs(arch, inputs, "sandbox-init.sh", modules=True))
@@ -219,7 +240,7 @@ def qemu_cmd(arch, inputs, initrd, append, interactive=False, variant=None):
 
 def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, variant=None,
          kparams="", expect=None, reject=None, virtio=False, bench=False, irqs=None,
-         sandbox=False, compat_run=False, vmm="lkvm"):
+         sandbox=False, compat_run=False, vmm="lkvm", netbench=False):
     """One boot. Returns the result record (also on failure)."""
     require_lkvm_support(arch)
     inputs = inputs or Inputs(arch)
@@ -237,6 +258,8 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
         append += " lkvm.virtio=1"
     if bench:
         append += " lkvm.bench=1"
+    if netbench:
+        append += " lkvm.netbench=1"
     if compat_run:
         append += f" lkvm.token3={tokens['sandbox-prog']}"
     if vmm != "lkvm":
@@ -313,6 +336,18 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
                 if m:
                     rec.update(l2_rng=m.group(1), l2_blk=m.group(2), l2_9p=m.group(3),
                                l2_net=m.group(4))
+                m = USERNET_LINE.search(line)
+                if m:
+                    rec.update(zip(("l2_user_dhcp", "l2_user_http", "l2_user_udp",
+                                    "l2_user_dns", "l2_user_fwd"), m.groups()))
+                m = NETBENCH_LINE.search(line)
+                if m:
+                    rec.setdefault("netbench", []).append(
+                        {"via": m.group(1), "bytes": int(m.group(2)),
+                         "seconds": float(m.group(3))})
+                m = re.search(r"LKVM-L1-HOSTFWD (\S*)", line)
+                if m:
+                    rec["l1_hostfwd"] = m.group(1)
                 m = re.search(r"LKVM-L2-BLKREAD bytes=(\d+) seconds=([0-9.]+)", line)
                 if m:
                     rec.update(blk_read_bytes=int(m.group(1)), blk_read_s=float(m.group(2)))
@@ -589,6 +624,7 @@ def virtio_problems(rec, token, disk_dump):
         problems.append(f"L2 read {rec['l2_9p']!r} from the 9p share, expected {SHARE_TEXT!r}")
     if rec["l2_net"] != "ok":
         problems.append(f"L2 could not ping L1 through virtio-net on a tap ({rec['l2_net']})")
+    problems += usernet_problems(rec, token)
     if rec.get("l1_9p") != token:
         problems.append(f"L1 found {rec.get('l1_9p')!r} in the file L2 wrote through 9p")
     try:
@@ -600,6 +636,30 @@ def virtio_problems(rec, token, disk_dump):
     if rec["blk_written"] != token:
         problems.append(f"the disk image holds {rec['blk_written']!r} in written.txt, "
                         "expected the token")
+    return problems
+
+
+def usernet_problems(rec, token):
+    """User-mode networking from inside L2: its DHCP address, the sha256 of
+    a file fetched over HTTP from L1's loopback through the gateway, a UDP
+    exchange and a DNS answer through the gateway, and the token L1 read
+    from L2's server through hostfwd."""
+    if "l2_user_dhcp" not in rec:
+        return ["L2 printed no LKVM-L2-USERNET line"]
+    problems = []
+    if rec["l2_user_dhcp"] != USERNET_GUEST_IP:
+        problems.append(f"L2's user-mode card got {rec['l2_user_dhcp']} by DHCP, "
+                        f"expected {USERNET_GUEST_IP}")
+    if rec["l2_user_http"] != hashlib.sha256(KNOWN_BIN).hexdigest():
+        problems.append(f"L2's sha256 of known.bin over HTTP through 192.168.33.1 is "
+                        f"{rec['l2_user_http']}")
+    for key, what in (("l2_user_udp", "a UDP exchange with L1"),
+                      ("l2_user_dns", "a DNS query through the gateway"),
+                      ("l2_user_fwd", "L1 reading L2's token through hostfwd")):
+        if rec[key] != "ok":
+            problems.append(f"user-mode networking: {what}: {rec[key]}")
+    if rec.get("l1_hostfwd") != token:
+        problems.append(f"L1 read {rec.get('l1_hostfwd')!r} through hostfwd, expected the token")
     return problems
 
 
@@ -728,12 +788,39 @@ def cmd_ab(args):
     return 0
 
 
+def net_bench(arch, inputs, initrd, timeout):
+    """TCP throughput from L2 to L1 over user-mode networking and over a
+    tap, in the same boot (3 rounds of 8 MiB each, alternating): one JSON
+    line with the median MB/s of each and their ratio. Returns failures."""
+    rec = boot(arch, 1, [], timeout=timeout, inputs=inputs, initrd=initrd, netbench=True)
+    runs = rec.get("netbench", [])
+    rates = {via: [r["bytes"] / r["seconds"] / 1e6 for r in runs
+                   if r["via"] == via and r["seconds"] > 0 and r["bytes"] == 8 << 20]
+             for via in ("user", "tap")}
+    if rec["result"] != "pass" or not rates["user"] or not rates["tap"]:
+        log(f"{arch}: net_tcp_guest_to_host: {rec.get('error') or 'no complete rounds'}")
+        return 1
+    user, tap = statistics.median(rates["user"]), statistics.median(rates["tap"])
+    print(json.dumps({"bench": "net_tcp_guest_to_host", "arch": arch, "unit": "MB/s",
+                      "user": round(user, 2), "tap": round(tap, 2),
+                      "ratio_user_to_tap": round(user / tap, 3),
+                      "runs": {k: [round(x, 2) for x in v] for k, v in rates.items()},
+                      "what": "8 MiB over TCP from L2 to a sink in L1, timed by L2's clock: "
+                              "-n mode=user to 192.168.33.1 (L1's loopback) and "
+                              "-n mode=tap to L1's tap address, same boot"}),
+          flush=True)
+    return 0
+
+
 def cmd_bench(args):
     failed = 0
     for arch in args.arch or [a for a in ALL_ARCHES if PINS[a]["lkvm"]]:
         require_lkvm_support(arch)
         inputs = Inputs(arch)
         initrd = l1_initramfs(arch, inputs)
+        if args.net_only:
+            failed += net_bench(arch, inputs, initrd, args.timeout)
+            continue
         times = []
         for _ in range(5):
             rec = boot(arch, 1, [], timeout=args.timeout, inputs=inputs, initrd=initrd)
@@ -764,6 +851,7 @@ def cmd_bench(args):
                               "what": "dd of a 64 MiB virtio-blk disk in L2 (bs=1M), "
                                       "image in L1's tmpfs, default transport"}),
                   flush=True)
+        failed += net_bench(arch, inputs, initrd, args.timeout)
         if arch in kut.ARCHES:
             failed += kut_bench(arch, inputs)
     return 1 if failed else 0
@@ -849,6 +937,8 @@ def main():
     be = sub.add_parser("bench")
     be.add_argument("arch", nargs="*")
     be.add_argument("--timeout", type=int, default=300)
+    be.add_argument("--net-only", action="store_true",
+                    help="only the network throughput (user-mode vs tap)")
     r = sub.add_parser("run")
     r.add_argument("arch")
     r.add_argument("-c", "--cpus", type=int, default=2)

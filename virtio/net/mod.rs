@@ -1,5 +1,7 @@
-//! virtio-net (`-n/--network mode=tap,tapif=NAME[,guest_mac=MAC]`): one
-//! receive and one transmit queue over a host tap interface.
+//! virtio-net (`-n/--network mode=user|tap|none,...`): one receive and one
+//! transmit queue over a backend: a host tap interface ([`tap`]) or lkvm's
+//! user-mode network stack ([`user`]), which speaks the same frames over a
+//! socket pair.
 //!
 //! Frames keep the 12-byte `virtio_net_hdr_v1` on both sides: the tap is
 //! opened with a header of that size ([`tap`]), so a transmitted chain
@@ -19,9 +21,11 @@
 //! tap's queue, where the host kernel drops the excess as a NIC would.
 
 pub mod spec;
+pub mod stats;
 pub mod tap;
 #[cfg(test)]
 mod tests;
+pub mod user;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -34,6 +38,7 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::{Queue, QueueT};
 
 pub use spec::NetSpec;
+pub use stats::{Counter, NetCard, NetStats};
 pub use tap::Tap;
 
 use super::chain::{next_chain, notify, rearm, serve_queue, Chain};
@@ -63,6 +68,8 @@ pub trait NetBackend: Send {
 pub enum Error {
     #[error(transparent)]
     Tap(#[from] tap::Error),
+    #[error(transparent)]
+    User(#[from] user::Error),
 }
 
 const NAME: &str = "virtio-net";
@@ -92,14 +99,37 @@ pub struct Net {
     backend: Arc<Mutex<Box<dyn NetBackend>>>,
     mac: [u8; 6],
     worker: WorkerSlot,
+    mode: &'static str,
+    stats: Arc<NetStats>,
 }
 
 impl Net {
-    /// Opens the tap `spec` names (creating it if the process may); `None`
-    /// for `mode=none`.
+    /// Opens the tap `spec` names (creating it if the process may) or
+    /// starts a user-mode stack; `None` for `mode=none`.
     pub fn new(spec: &NetSpec) -> Result<Option<Net>, Error> {
         match spec {
             NetSpec::None => Ok(None),
+            NetSpec::User(u) => {
+                let stats = Arc::new(NetStats::default());
+                let backend = user::UserNet::start(u, stats.clone())?;
+                log::info!(
+                    "{NAME}: user-mode network for guest MAC {}: guest {}, gateway and DNS {}{}",
+                    spec::format_mac(&u.mac),
+                    u.guest_ip,
+                    u.host_ip,
+                    u.hostfwd
+                        .iter()
+                        .map(|f| format!(
+                            ", host {}:{} to guest port {}",
+                            f.host_addr, f.host_port, f.guest_port
+                        ))
+                        .collect::<String>()
+                );
+                let mut net = Net::with_backend(Box::new(backend), u.mac);
+                net.mode = "user";
+                net.stats = stats;
+                Ok(Some(net))
+            }
             NetSpec::Tap { ifname, mac } => {
                 let tap = Tap::open(ifname.as_deref())?;
                 log::info!(
@@ -118,6 +148,17 @@ impl Net {
             backend: Arc::new(Mutex::new(backend)),
             mac,
             worker: WorkerSlot::default(),
+            mode: "tap",
+            stats: Arc::new(NetStats::default()),
+        }
+    }
+
+    /// What `lkvm stat` shows of this card.
+    pub fn card(&self) -> NetCard {
+        NetCard {
+            mode: self.mode,
+            mac: self.mac,
+            stats: self.stats.clone(),
         }
     }
 
@@ -184,6 +225,7 @@ impl VirtioDevice for Net {
             mergeable,
             rx_poll,
         );
+        port.stats = self.stats.clone();
         let w = wb
             .spawn(NAME, move |token| port.handle(token))
             .map_err(worker_err)?;
@@ -255,6 +297,7 @@ struct Port {
     frame: Vec<u8>,
     pending: Option<usize>,
     tx_buf: Vec<u8>,
+    stats: Arc<NetStats>,
 }
 
 /// What became of one received frame.
@@ -294,6 +337,7 @@ impl Port {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
             tx_buf: vec![0u8; MAX_FRAME],
+            stats: Arc::new(NetStats::default()),
         };
         port.arm();
         port
@@ -380,7 +424,16 @@ impl Port {
             let frame = self.frame.get_mut(..len).unwrap_or_default();
             let irq = self.irq.as_ref();
             match deliver(&mut self.rx.queue, &self.mem, irq, frame, self.mergeable) {
-                Delivery::Delivered | Delivery::Dropped => self.pending = None,
+                Delivery::Delivered => {
+                    self.pending = None;
+                    self.stats.inc(Counter::FramesToGuest);
+                    self.stats
+                        .add(Counter::BytesToGuest, len.saturating_sub(HDR_LEN) as u64);
+                }
+                Delivery::Dropped => {
+                    self.pending = None;
+                    self.stats.inc(Counter::DropGuestRx);
+                }
                 Delivery::NoBuffers { seen } => {
                     // Ask for a kick when buffers beyond those seen come
                     // (with EVENT_IDX the kick point is the queue's next
@@ -407,6 +460,7 @@ impl Port {
     /// Sends every frame the driver made available.
     fn transmit(&mut self, be: &mut dyn NetBackend) {
         let buf = &mut self.tx_buf;
+        let stats = &self.stats;
         serve_queue(
             NAME,
             TX,
@@ -430,6 +484,8 @@ impl Port {
                     log::debug!("{NAME}: transmit chain {}: {e}", c.head);
                     return 0;
                 }
+                stats.inc(Counter::FramesFromGuest);
+                stats.add(Counter::BytesFromGuest, (n - HDR_LEN) as u64);
                 if let Err(e) = be.write_frame(frame) {
                     // The host refused the frame (interface down, queue
                     // full, a header it rejects): dropped, as a wire would.
