@@ -27,6 +27,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use seccompiler::{sock_filter, BpfProgram};
 
+mod numbers;
+mod sigsys;
+
+use numbers::table;
+use sigsys::catch_sigsys;
+
 /// `--seccomp`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -352,141 +358,6 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
     v
 }
 
-/// This architecture's number for each name lkvm's lists use, where it
-/// has the call.
-fn table() -> &'static [(&'static str, i64)] {
-    macro_rules! calls {
-        ($($name:ident),* $(,)?) => {
-            &[$((stringify!($name), libc::$name as i64)),*]
-        };
-    }
-    // Every architecture has these.
-    const GENERIC: &[(&str, i64)] = calls![
-        SYS_read,
-        SYS_write,
-        SYS_readv,
-        SYS_writev,
-        SYS_close,
-        SYS_futex,
-        SYS_mmap,
-        SYS_munmap,
-        SYS_mprotect,
-        SYS_madvise,
-        SYS_mremap,
-        SYS_brk,
-        SYS_sigaltstack,
-        SYS_rt_sigreturn,
-        SYS_rt_sigprocmask,
-        SYS_rt_sigaction,
-        SYS_exit,
-        SYS_exit_group,
-        SYS_sched_yield,
-        SYS_gettid,
-        SYS_getpid,
-        SYS_tgkill,
-        SYS_clock_gettime,
-        SYS_clock_nanosleep,
-        SYS_nanosleep,
-        SYS_restart_syscall,
-        SYS_getrandom,
-        SYS_sched_getaffinity,
-        SYS_rseq,
-        SYS_epoll_pwait,
-        SYS_epoll_pwait2,
-        SYS_epoll_ctl,
-        SYS_ppoll,
-        SYS_eventfd2,
-        SYS_epoll_create1,
-        SYS_openat,
-        SYS_openat2,
-        SYS_newfstatat,
-        SYS_fstat,
-        SYS_statx,
-        SYS_getdents64,
-        SYS_unlinkat,
-        SYS_mkdirat,
-        SYS_renameat2,
-        SYS_linkat,
-        SYS_symlinkat,
-        SYS_readlinkat,
-        SYS_mknodat,
-        SYS_fchmod,
-        SYS_fchmodat,
-        SYS_fchown,
-        SYS_fchownat,
-        SYS_utimensat,
-        SYS_ftruncate,
-        SYS_fsync,
-        SYS_fdatasync,
-        SYS_pread64,
-        SYS_pwrite64,
-        SYS_preadv,
-        SYS_pwritev,
-        SYS_lseek,
-        SYS_statfs,
-        SYS_fstatfs,
-        SYS_flock,
-        SYS_fcntl,
-        SYS_dup,
-        SYS_dup3,
-        SYS_fallocate,
-        SYS_getuid,
-        SYS_geteuid,
-        SYS_getgid,
-        SYS_getegid,
-        SYS_ioctl,
-        SYS_accept4,
-        SYS_accept,
-        SYS_recvfrom,
-        SYS_sendto,
-        SYS_shutdown,
-        SYS_getsockopt,
-        SYS_setsockopt,
-        SYS_socket,
-        SYS_connect,
-        SYS_bind,
-        SYS_getsockname,
-        SYS_getpeername,
-        SYS_sendmsg,
-        SYS_recvmsg,
-        SYS_seccomp,
-        SYS_clone,
-        SYS_clone3,
-        SYS_set_robust_list,
-        SYS_prctl,
-        SYS_prlimit64,
-    ];
-    cfg_if::cfg_if! {
-        if #[cfg(any(x86, powerpc))] {
-            // The older calls these two still have; glibc uses some.
-            const OLD: &[(&str, i64)] = calls![
-                SYS_epoll_wait, SYS_poll, SYS_open, SYS_stat, SYS_lstat, SYS_renameat,
-                SYS_getdents, SYS_readlink, SYS_unlink, SYS_getrlimit,
-            ];
-        } else {
-            const OLD: &[(&str, i64)] = &[];
-        }
-    }
-    cfg_if::cfg_if! {
-        if #[cfg(powerpc)] {
-            // PowerPC's own send and recv, which its glibc calls where the
-            // others' use sendto and recvfrom.
-            const SEND_RECV: &[(&str, i64)] = calls![SYS_send, SYS_recv];
-        } else {
-            const SEND_RECV: &[(&str, i64)] = &[];
-        }
-    }
-    static TABLE: std::sync::OnceLock<Vec<(&'static str, i64)>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        GENERIC
-            .iter()
-            .chain(OLD)
-            .chain(SEND_RECV)
-            .map(|(n, nr)| (n.trim_start_matches("SYS_"), *nr))
-            .collect()
-    })
-}
-
 /// The name of call `nr` on this architecture, if lkvm knows it.
 pub fn call_name(nr: i64) -> Option<&'static str> {
     table()
@@ -592,163 +463,7 @@ pub fn enter(kind: Kind) -> Result<(), Error> {
     seccompiler::apply_filter(&prog).map_err(|e| Error::Install(kind.name(), e.to_string()))
 }
 
-/// The BPF of a plain allow-list, for the one architecture seccompiler
-/// does not know (PowerPC): check the architecture, then the call number
-/// against each allowed one.
-pub mod ppc64 {
-    use super::{sock_filter, BpfProgram, Mode};
-
-    /// `AUDIT_ARCH_PPC64LE`: EM_PPC64 | 64-bit | little-endian.
-    pub const AUDIT_ARCH_PPC64LE: u32 = 21 | 0x8000_0000 | 0x4000_0000;
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
-    const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
-    const SECCOMP_RET_LOG: u32 = 0x7ffc_0000;
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    /// `struct seccomp_data`: nr at 0, arch at 4.
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
-
-    fn stmt(code: u16, k: u32) -> sock_filter {
-        sock_filter {
-            code,
-            jt: 0,
-            jf: 0,
-            k,
-        }
-    }
-
-    fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
-        sock_filter {
-            code: JEQ_K,
-            jt,
-            jf,
-            k,
-        }
-    }
-
-    /// Jumps are 8-bit: a list this long no longer fits.
-    pub const MAX_CALLS: usize = 250;
-
-    pub fn program(nrs: &[i64], m: Mode) -> Result<BpfProgram, String> {
-        if nrs.len() > MAX_CALLS {
-            return Err(format!("{} calls, at most {MAX_CALLS}", nrs.len()));
-        }
-        let miss = if m == Mode::Log {
-            SECCOMP_RET_LOG
-        } else {
-            SECCOMP_RET_TRAP
-        };
-        let mut p = vec![
-            stmt(LD_W_ABS, ARCH),
-            jeq(AUDIT_ARCH_PPC64LE, 1, 0),
-            stmt(RET_K, SECCOMP_RET_KILL_PROCESS),
-            stmt(LD_W_ABS, NR),
-        ];
-        for nr in nrs {
-            // A match jumps over the instructions to "allow" at the end.
-            p.push(jeq(*nr as u32, 0, 0));
-        }
-        let n = nrs.len();
-        for (i, ins) in p.iter_mut().skip(4).enumerate() {
-            // From instruction 4+i, the miss return is n-i-1 ahead, the
-            // allow return one further.
-            ins.jt = u8::try_from(n - i).unwrap_or(u8::MAX);
-        }
-        p.push(stmt(RET_K, miss));
-        p.push(stmt(RET_K, SECCOMP_RET_ALLOW));
-        Ok(p)
-    }
-}
-
-/// `SIGSYS` from a trapping filter: one line naming the thread and the
-/// call, the terminal restored, lkvm ends. Only async-signal-safe work.
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler;
-    // for SIGSYS, the system call number is the int at offset 24 of it
-    // (the `_sigsys` member: call address at 16, number at 24).
-    let nr = unsafe { std::ptr::read_unaligned((info as *const u8).add(24) as *const libc::c_int) };
-    let mut thread = [0u8; 17];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes and a NUL into `thread`.
-    unsafe { libc::prctl(libc::PR_GET_NAME, thread.as_mut_ptr()) };
-    let mut line = LineBuf::default();
-    line.push(b"lkvm: error: seccomp: thread ");
-    let name_len = thread.iter().position(|b| *b == 0).unwrap_or(16);
-    line.push(&thread[..name_len]);
-    line.push(b" made system call ");
-    line.push_num(i64::from(nr));
-    if let Some(name) = call_name(i64::from(nr)) {
-        line.push(b" (");
-        line.push(name.as_bytes());
-        line.push(b")");
-    }
-    line.push(b", which its allow-list does not have (see docs/seccomp.md)\n");
-    crate::term::restore();
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is ours.
-    unsafe {
-        libc::write(2, line.buf.as_ptr().cast(), line.len);
-        libc::_exit(crate::control::EXIT_ERROR);
-    }
-}
-
-/// A line built without allocating, for the signal handler.
-struct LineBuf {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl Default for LineBuf {
-    fn default() -> Self {
-        LineBuf {
-            buf: [0; 256],
-            len: 0,
-        }
-    }
-}
-
-impl LineBuf {
-    fn push(&mut self, s: &[u8]) {
-        for b in s {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = *b;
-                self.len += 1;
-            }
-        }
-    }
-
-    fn push_num(&mut self, n: i64) {
-        if n < 0 {
-            self.push(b"-");
-        }
-        let mut digits = [0u8; 20];
-        let mut v = n.unsigned_abs();
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
-    }
-}
-
-fn catch_sigsys() -> Result<(), Error> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::SigAction(on_sigsys),
-        SaFlags::SA_SIGINFO,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only makes async-signal-safe calls.
-    unsafe { sigaction(Signal::SIGSYS, &action) }
-        .map(|_| ())
-        .map_err(Error::Signal)
-}
+pub mod ppc64;
 
 #[cfg(test)]
 mod tests {
@@ -859,14 +574,5 @@ mod tests {
         let logging = ppc64::program(&[3], Mode::Log).unwrap();
         assert!(ppc64::program(&[1; 251], Mode::On).is_err());
         assert_eq!(logging[logging.len() - 2].k, 0x7ffc_0000);
-    }
-
-    #[test]
-    fn the_sigsys_line_is_built_without_allocating() {
-        let mut l = LineBuf::default();
-        l.push(b"nr ");
-        l.push_num(-42);
-        l.push_num(0);
-        assert_eq!(&l.buf[..l.len], b"nr -420");
     }
 }

@@ -12,7 +12,7 @@ import stat
 import subprocess
 import zlib
 
-from common import CACHE, HERE, PINS, LabError, log, run
+from common import CACHE, HERE, PINS, WORK, LabError, log, run
 
 # Loaded by the L2 init for virtio checks (those built in are skipped).
 L2_MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_rng", "virtio_console",
@@ -264,8 +264,8 @@ def l2_initramfs(arch, inputs, template, modules=False, files=()):
 
 def disk_image():
     """An ext2 image holding known.bin, for L2's virtio-blk."""
-    out = CACHE / "work" / "disk.img"
-    src = CACHE / "work" / "disk-src"
+    out = WORK / "disk.img"
+    src = WORK / "disk-src"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     (src / "known.bin").write_bytes(KNOWN_BIN)
@@ -302,8 +302,8 @@ def add_module_tree(c, root, wanted):
 def root_disk(arch, inputs):
     """An ext4 image whose /sbin/init reports what the guest booted from:
     for `lkvm run KERNEL -d root.img` with no root= of the user's."""
-    out = CACHE / "work" / arch / "root.img"
-    src = CACHE / "work" / arch / "root-src"
+    out = WORK / arch / "root.img"
+    src = WORK / arch / "root-src"
     shutil.rmtree(src, ignore_errors=True)
     for d in ("bin", "sbin", "proc", "dev", "sys", "tmp"):
         (src / d).mkdir(parents=True)
@@ -337,7 +337,7 @@ def read_back(image_b64, path, sha256):
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise DumpError(f"sha256 {got} of the dump, L1 printed {sha256}: damaged on the way")
-    img = CACHE / "work" / "disk-back.img"
+    img = WORK / "disk-back.img"
     img.write_bytes(data)
     out = subprocess.run(["debugfs", "-R", f"cat {path}", str(img)], capture_output=True)
     return out.stdout.decode(errors="replace")

@@ -42,7 +42,7 @@ import compat
 import kut
 import monitor
 import refvmm
-from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, LabError, log, run
+from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, WORK, LabError, log, run
 from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
                     add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
                     read_back, root_disk)
@@ -205,7 +205,7 @@ def l1_initramfs(arch, inputs, reference=False):
     c.file("hostprog", build_hostprog(arch).read_bytes(), 0o755)
     add_module_tree(c, inputs.kernel_root, NINEP_ROOT_MODULES)
     c.file("l2/params", (p["l2_params"] + "\n").encode())
-    out = CACHE / "work" / arch / ("l1-ab.cpio.gz" if reference else "l1.cpio.gz")
+    out = WORK / arch / ("l1-ab.cpio.gz" if reference else "l1.cpio.gz")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(c.finish(level=1))
     return out
@@ -273,7 +273,7 @@ def boot(arch, cpus, extra, mem=256, timeout=300, inputs=None, initrd=None, vari
     tag = re.sub(r"[^A-Za-z0-9=.,_-]", "_", tag)
     # QEMU logs an L1 triple fault here; with -no-reboot it would
     # otherwise just exit 0, as after an orderly power-off.
-    workdir = CACHE / "work" / arch
+    workdir = WORK / arch
     qemu_log = workdir / f"qemu-{tag}.log"
     qemu_log.unlink(missing_ok=True)
     cmd += ["-d", "cpu_reset", "-D", str(qemu_log)]
@@ -478,7 +478,7 @@ def kut_suite(arch, variant, inputs, tree, only=None, bench=False):
     c.file("lkvm", build_lkvm(arch).read_bytes(), 0o755)
     for name, data in kut.l1_files(tree, arch, chosen, kut.uname_r(inputs.l1_kernel)).items():
         c.file(name, data)
-    workdir = CACHE / "work" / arch
+    workdir = WORK / arch
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / f"kut-{l1}.cpio.gz"
     initrd.write_bytes(c.finish(level=1))
@@ -881,7 +881,7 @@ def cmd_run_host(args):
     arch = host_arch()
     require_lkvm_support(arch)
     inputs = Inputs(arch)
-    initrd = CACHE / "work" / arch / "shell.cpio.gz"
+    initrd = WORK / arch / "shell.cpio.gz"
     initrd.parent.mkdir(parents=True, exist_ok=True)
     initrd.write_bytes(l2_initramfs(arch, inputs, "shell-init.sh"))
     lkvm = build_lkvm(arch)
