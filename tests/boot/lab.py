@@ -43,95 +43,13 @@ import kut
 import monitor
 import refvmm
 from common import ALL_ARCHES, CACHE, HERE, PINS, ROOT, WORK, LabError, log, run
-from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, DumpError, Inputs,
-                    add_module_tree, add_modules, base_initramfs, disk_image, l2_initramfs,
-                    read_back, root_disk)
+from checks import (MARKER, NETBENCH_LINE, USERNET_LINE, VIRTIO_LINE, failure_kind,
+                    sandbox_problems, virtio_problems)
+from inputs import (KNOWN_BIN, NINEP_ROOT_MODULES, SHARE_TEXT, Inputs, add_module_tree,
+                    add_modules, base_initramfs, disk_image, l2_initramfs, root_disk)
+from matrix import MATRIX, RETRY_ONCE
 
 TAIL_LINES = 40
-# Architectures whose boots get one second attempt in `test`. x86_64's L1
-# is TCG emulating SVM for L1's kvm-amd. Earlier about one -c 2 boot in
-# twelve died there (L2's vCPU 0 triple-faulting or stalling early, once
-# L1's own kernel panicking in lkvm's vcpu0 thread); `lab.py ab x86_64 -c 2
-# --runs 60` on 2026-12-02 had lkvm pass 60 of 60 and kvmtool 58 of 60 (L2
-# never got its console input), so the retry stays for L1's flakes that
-# the reference VMM meets too. Both attempts are reported, the first one's
-# console tail printed, and the second must pass on its own marker.
-RETRY_ONCE = {"x86_64"}
-MARKER = re.compile(
-    r"LKVM-L2-MARKER arch=(\S+) cpus=(\d+) token=(\S*) input=(\S*) uptime=([0-9.]+)")
-VIRTIO_LINE = re.compile(r"LKVM-L2-VIRTIO rng=(\S+) blk=(\S+) 9p=(\S+) net=(\S+)")
-USERNET_LINE = re.compile(
-    r"LKVM-L2-USERNET dhcp=(\S+) http=(\S+) udp=(\S+) dns=(\S+) fwd=(\S+)")
-NETBENCH_LINE = re.compile(r"LKVM-L2-NETBENCH via=(\w+) bytes=(\d+) seconds=([0-9.]+)")
-# What L2's user-mode card must get from lkvm's DHCP server.
-USERNET_GUEST_IP = "192.168.33.15"
-
-
-class Case:
-    """One boot of the matrix: vCPUs, extra lkvm options, the L1 machine
-    variant (pins.toml; None for the default), extra L2 kernel parameters,
-    text that must appear in L2's console output and text that must not."""
-
-    def __init__(self, cpus, extra=(), l1=None, kparams="", expect=None, reject=None,
-                 virtio=False, irqs=None, sandbox=False, compat=False, mem=256):
-        self.cpus, self.extra, self.l1 = cpus, list(extra), l1
-        self.kparams, self.expect, self.reject = kparams, expect, reject
-        # virtio: give L2 a disk, a 9p share and an rng and check them;
-        # irqs: text L2's virtio interrupt lines must show (e.g. "MSI").
-        self.virtio, self.irqs = virtio, irqs
-        # sandbox: L1 runs `lkvm sandbox -- sh -c 'uname -m; exit 3'`.
-        self.sandbox = sandbox
-        # compat: kvmtool's workflows, one stage after another (compat.py).
-        self.compat = compat
-        # mem: lkvm's -m (arm64 may place RAM: "256@4G").
-        self.mem = mem
-
-
-# lkvm's warning when an MSI-X vector falls back from its irqfd.
-NO_IRQFD = "sending it instead"
-
-MATRIX = {
-    # -c 2 boots come with virtio (blk, 9p, rng) checked from inside L2.
-    "x86_64": [Case(1), Case(2, virtio=True, irqs="MSI", reject=NO_IRQFD),
-               Case(1, ["--console", "virtio"], virtio=True), Case(1, compat=True)],
-    # Virtio: PCI with MSI-X through the ITS and through the GICv2m frame,
-    # and virtio-mmio with wired SPIs and the virtio console.
-    # RAM above 4 GiB (-m SIZE@ADDR) in the first case.
-    "aarch64": [Case(1, ["--irqchip", "gicv3"], mem="256@4G"), Case(2, ["--irqchip", "gicv3"]),
-                Case(1, ["--irqchip", "gicv3-its"]),
-                Case(2, ["--irqchip", "gicv3-its", "--pmu"], virtio=True, irqs="ITS-MSI",
-                     reject=NO_IRQFD),
-                Case(2, ["--irqchip", "gicv2m"], l1="gicv2", virtio=True, irqs="MSI"),
-                Case(1, ["--virtio-transport", "mmio", "--console", "virtio"], virtio=True,
-                     irqs="GICv3"),
-                Case(1, compat=True)],
-    # Without AIA in L1 lkvm falls back to its own PLIC; with it, in-kernel
-    # AIA. earlycon=sbi sends the kernel's early lines through the SBI debug
-    # console (DBCN), which lkvm serves; the boot console's own "enabled"
-    # line can only reach the console that way.
-    "riscv64": [Case(1, ["--irqchip", "plic"]), Case(2, ["--irqchip", "plic"]),
-                Case(1, ["--irqchip", "aia"], l1="aia"),
-                Case(2, [], kparams="earlycon=sbi", expect="bootconsole [sbi0] enabled"),
-                # Zicboz is one extension KVM can hide on the lab's L1.
-                Case(1, ["--disable-zicboz"], expect="LKVM-L2-CPUINFO isa", reject="zicboz"),
-                # Virtio: PCI with MSI-X into the IMSIC; virtio-mmio on the PLIC.
-                Case(2, ["--irqchip", "aia"], l1="aia", virtio=True, irqs="MSI",
-                     reject=NO_IRQFD),
-                Case(1, ["--irqchip", "plic", "--virtio-transport", "mmio"], virtio=True,
-                     irqs="PLIC"),
-                Case(1, compat=True)],
-    # pseries with nested HV (radix host; virtio behind the PHB on in-kernel
-    # and userspace XICS), powernv9 (bare-metal radix host) and powernv9
-    # booted disable_radix (hash host: the guest gets an HPT).
-    "ppc64le": [Case(1), Case(2, virtio=True, irqs="XICS"),
-                Case(2, ["--irqchip", "xics-user", "--console", "virtio"], virtio=True),
-                Case(1, l1="powernv9"), Case(2, l1="powernv9"),
-                Case(1, l1="powernv9-hash", expect="ppc64_pft_size    = 0x15"),
-                Case(2, l1="powernv9-hash"),
-                Case(1, compat=True)],
-}
-
-
 # --- tools built for the guest ---------------------------------------------------
 
 def build_kvmcheck(arch):
@@ -593,76 +511,6 @@ def print_tail(lines):
         print(f"    {line}", file=sys.stderr)
 
 
-def sandbox_problems(rec, lines, uname, reason):
-    """lkvm sandbox ran `uname -m; exit 3` in the guest: the architecture
-    must be printed on a line of its own and 3 must come back."""
-    start = next((i for i, l in enumerate(lines) if "LKVM-START" in l), len(lines))
-    said = [l.split("| ", 1)[-1].strip() for l in lines[start + 1:]]
-    rec["sandbox_uname"] = next((s for s in said if s == uname), None)
-    problems = []
-    if "lkvm_exit" not in rec:
-        return [reason or "lkvm sandbox never finished"]
-    if rec["sandbox_uname"] is None:
-        problems.append(f"the sandboxed uname -m never printed {uname!r}")
-    if rec["lkvm_exit"] != 3:
-        problems.append(f"lkvm sandbox returned {rec['lkvm_exit']}, expected the command's 3")
-    return problems
-
-
-def virtio_problems(rec, token, disk_dump):
-    """The virtio checks: 64 bytes of entropy, the known file's checksum,
-    the written file read back from the image, the 9p read and write, a
-    ping from L2 to L1 through virtio-net on a tap."""
-    problems = []
-    if "l2_rng" not in rec:
-        return ["L2 printed no LKVM-L2-VIRTIO line"]
-    if rec["l2_rng"] != "64":
-        problems.append(f"L2 read {rec['l2_rng']} bytes from /dev/hwrng, expected 64")
-    if rec["l2_blk"] != hashlib.sha256(KNOWN_BIN).hexdigest():
-        problems.append(f"L2's sha256 of known.bin on virtio-blk is {rec['l2_blk']}")
-    if rec["l2_9p"] != SHARE_TEXT:
-        problems.append(f"L2 read {rec['l2_9p']!r} from the 9p share, expected {SHARE_TEXT!r}")
-    if rec["l2_net"] != "ok":
-        problems.append(f"L2 could not ping L1 through virtio-net on a tap ({rec['l2_net']})")
-    problems += usernet_problems(rec, token)
-    if rec.get("l1_9p") != token:
-        problems.append(f"L1 found {rec.get('l1_9p')!r} in the file L2 wrote through 9p")
-    try:
-        written = read_back("".join(disk_dump), "/written.txt", rec.get("l1_disk_sha256"))
-    except DumpError as e:
-        problems.append(f"the disk image could not be checked: {e}")
-        return problems
-    rec["blk_written"] = written.strip()
-    if rec["blk_written"] != token:
-        problems.append(f"the disk image holds {rec['blk_written']!r} in written.txt, "
-                        "expected the token")
-    return problems
-
-
-def usernet_problems(rec, token):
-    """User-mode networking from inside L2: its DHCP address, the sha256 of
-    a file fetched over HTTP from L1's loopback through the gateway, a UDP
-    exchange and a DNS answer through the gateway, and the token L1 read
-    from L2's server through hostfwd."""
-    if "l2_user_dhcp" not in rec:
-        return ["L2 printed no LKVM-L2-USERNET line"]
-    problems = []
-    if rec["l2_user_dhcp"] != USERNET_GUEST_IP:
-        problems.append(f"L2's user-mode card got {rec['l2_user_dhcp']} by DHCP, "
-                        f"expected {USERNET_GUEST_IP}")
-    if rec["l2_user_http"] != hashlib.sha256(KNOWN_BIN).hexdigest():
-        problems.append(f"L2's sha256 of known.bin over HTTP through 192.168.33.1 is "
-                        f"{rec['l2_user_http']}")
-    for key, what in (("l2_user_udp", "a UDP exchange with L1"),
-                      ("l2_user_dns", "a DNS query through the gateway"),
-                      ("l2_user_fwd", "L1 reading L2's token through hostfwd")):
-        if rec[key] != "ok":
-            problems.append(f"user-mode networking: {what}: {rec[key]}")
-    if rec.get("l1_hostfwd") != token:
-        problems.append(f"L1 read {rec.get('l1_hostfwd')!r} through hostfwd, expected the token")
-    return problems
-
-
 def cmd_test(args):
     arches = args.arch or ALL_ARCHES
     if args.supported:
@@ -744,16 +592,6 @@ def cmd_boot(args):
                sandbox=args.sandbox, compat_run=args.compat)
     print(json.dumps(rec), flush=True)
     return 0 if rec["result"] == "pass" else 1
-
-
-def failure_kind(error):
-    """How an A/B boot failed, in a word, for the counts."""
-    e = error or ""
-    for word, pattern in (("triple-fault", "triple"), ("l1-panic", "Kernel panic"),
-                          ("timeout", "timeout"), ("qemu-exit", "QEMU exited")):
-        if pattern in e:
-            return word
-    return "other"
 
 
 def cmd_ab(args):

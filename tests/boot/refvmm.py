@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tarfile
 
-from common import CACHE, PINS, ROOT, LabError, log, run
+from common import CACHE, PINS, ROOT, LabError, log
 
 TARBALL = "kvmtool-b48735e.tar.gz"
 # kvmtool's ARCH names; x86 needs no libfdt, the others would.

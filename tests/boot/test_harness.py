@@ -107,29 +107,30 @@ class DiskDump(unittest.TestCase):
                     read_back(*args)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class UserNetChecks(unittest.TestCase):
     """What a virtio boot's user-mode networking line must say."""
 
     def test_every_check_counts(self):
-        import lab
+        import checks
         from inputs import KNOWN_BIN
         line = ("LKVM-L2-USERNET dhcp=192.168.33.15 http="
                 + hashlib.sha256(KNOWN_BIN).hexdigest() + " udp=ok dns=ok fwd=ok")
-        m = lab.USERNET_LINE.search(line)
+        m = checks.USERNET_LINE.search(line)
         rec = dict(zip(("l2_user_dhcp", "l2_user_http", "l2_user_udp", "l2_user_dns",
                         "l2_user_fwd"), m.groups()), l1_hostfwd="tok")
-        self.assertEqual(lab.usernet_problems(rec, "tok"), [])
+        self.assertEqual(checks.usernet_problems(rec, "tok"), [])
         bad = dict(rec, l2_user_dhcp="none", l2_user_dns="fail", l1_hostfwd=None)
-        problems = lab.usernet_problems(bad, "tok")
+        problems = checks.usernet_problems(bad, "tok")
         self.assertEqual(len(problems), 3, problems)
         self.assertIn("got none by DHCP", problems[0])
         self.assertIn("DNS", problems[1])
-        self.assertEqual(lab.usernet_problems({}, "tok"),
+        self.assertEqual(checks.usernet_problems({}, "tok"),
                          ["L2 printed no LKVM-L2-USERNET line"])
-        m = lab.NETBENCH_LINE.search(
+        m = checks.NETBENCH_LINE.search(
             "LKVM-L2-NETBENCH via=tap bytes=8388608 seconds=2.500 sink=got 8388608")
         self.assertEqual(m.groups(), ("tap", "8388608", "2.500"))
+
+
+if __name__ == "__main__":
+    unittest.main()
