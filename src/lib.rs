@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod fdlimit;
 pub mod fdt;
 pub mod handle;
 pub mod ipc;

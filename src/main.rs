@@ -60,6 +60,8 @@ fn prepare(args: &RunArgs) -> Result<VmConfig, String> {
         level = log::LevelFilter::Info;
     }
     logger::init(level);
+    // Before any device counts its share of the descriptor limit.
+    lkvm::fdlimit::raise();
     let cfg = VmConfig::from_args(args, config::Host::probe()).map_err(|e| one_line(&e))?;
     if cfg.kernel_found {
         log::info!(

@@ -328,6 +328,34 @@ fn hugetlbfs_backed_guest_ram_boots() {
     );
 }
 
+/// `lkvm run` raises its soft descriptor limit to the hard one, so the
+/// quarter of it a guest may fill (9p files, network flows) is taken from
+/// the larger limit (`src/fdlimit.rs`).
+#[test]
+fn run_raises_the_soft_descriptor_limit_to_the_hard_one() {
+    if !kvm_available() {
+        return;
+    }
+    let inner = boot("counter", &[]);
+    // Start it from a shell with the soft limit lowered, as a login
+    // session's 1024 would be.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -S -n 64 && exec \"$0\" \"$@\""])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    let mut vm = Interactive::spawn(&mut cmd);
+    vm.wait_for(b"counter", Duration::from_secs(10));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", vm.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in {limits}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 6, "{line}");
+    assert_ne!(fields[3], "64", "{line}");
+    assert_eq!(fields[3], fields[4], "soft limit not raised: {line}");
+}
+
 /// Every thread of a running guest is filtered (seccomp mode 2), and a
 /// device path that steps outside its thread's list ends lkvm with one line
 /// naming the thread and the call; with `--seccomp log` the call is allowed.

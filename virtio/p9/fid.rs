@@ -17,20 +17,15 @@ use super::wire::NOFID;
 /// How many fids a guest may hold at once: a guest must not be able to
 /// make lkvm allocate without bound (each is a path of at most PATH_MAX).
 pub const MAX_FIDS: usize = 1 << 16;
-/// How many of them may be open (each holds a host fd) per share, at most:
-/// a quarter of lkvm's descriptor limit, so the guest's files never starve
-/// lkvm of the descriptors its vCPUs, devices and control socket need.
+/// How many of them may be open (each holds a host fd) per share, at most;
+/// below that, a quarter of lkvm's descriptor limit (`crate::fdlimit`), so
+/// the guest's files never starve lkvm of the descriptors its vCPUs,
+/// devices and control socket need.
 pub const MAX_OPEN_FIDS: usize = 4096;
 
-/// The open-fid limit for this process: [`MAX_OPEN_FIDS`], or a quarter of
-/// `RLIMIT_NOFILE` if that is lower (never below 16).
+/// The open-fid limit for this process.
 pub fn open_fid_limit() -> usize {
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024);
-    usize::try_from(soft / 4)
-        .unwrap_or(usize::MAX)
-        .clamp(16, MAX_OPEN_FIDS)
+    crate::fdlimit::share_now(MAX_OPEN_FIDS)
 }
 
 /// What an opened fid reads from or lists.

@@ -149,7 +149,10 @@ impl UserNet {
             gw_ip: spec.host_ip,
             dns,
             loopback: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            limits: Limits::default(),
+            limits: Limits {
+                max_flows: crate::fdlimit::share_now(stack::MAX_FLOWS),
+                ..Limits::default()
+            },
         };
         Self::with_stack(cfg, listeners, stats)
     }

@@ -48,11 +48,15 @@ mod udp_flows;
 
 use pipe::Pipe;
 
+/// Open flows per card when lkvm's descriptor limit allows them.
+pub const MAX_FLOWS: usize = 1024;
+
 /// What a guest cannot exceed; tests shrink them.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Open flows (TCP and UDP together); a new one closes the flow idle
-    /// the longest.
+    /// Open flows (TCP and UDP together, each a host socket); a new one
+    /// closes the flow idle the longest. Cards take at most a quarter of
+    /// lkvm's descriptor limit ([`MAX_FLOWS`] or fewer).
     pub max_flows: usize,
     /// Each TCP flow's receive and send buffer (smoltcp's).
     pub tcp_buffer: usize,
@@ -74,7 +78,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_flows: 1024,
+            max_flows: MAX_FLOWS,
             tcp_buffer: 64 * 1024,
             out_frames: 512,
             connect: Duration::from_secs(30),
