@@ -17,6 +17,8 @@ import os
 import struct
 import sys
 
+import seeds_net
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 
@@ -780,6 +782,7 @@ def seeds_kernel_flat():
 
 
 GENERATORS = {name[len("seeds_"):]: fn for name, fn in globals().items() if name.startswith("seeds_")}
+GENERATORS["usernet"] = seeds_net.seeds_usernet
 
 
 def main():
