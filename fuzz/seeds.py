@@ -17,7 +17,7 @@ import os
 import struct
 import sys
 
-import seeds_net
+import seeds_net as net_seeds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
@@ -782,7 +782,7 @@ def seeds_kernel_flat():
 
 
 GENERATORS = {name[len("seeds_"):]: fn for name, fn in globals().items() if name.startswith("seeds_")}
-GENERATORS["usernet"] = seeds_net.seeds_usernet
+GENERATORS["usernet"] = net_seeds.seeds_usernet
 
 
 def main():
