@@ -443,13 +443,7 @@ impl Arch for Aarch64 {
             &image,
             images.initrd.map(|i| i.len() as u64),
         )?;
-        write::write_kernel_and_initrd(
-            mem,
-            (at.kernel, images.kernel),
-            at.initrd
-                .zip(images.initrd)
-                .map(|((addr, _), data)| (addr, data)),
-        )?;
+        write::write_placed(mem, &at, images)?;
         let blob = fdt::build(&FdtInputs {
             mpidrs: &topology.mpidrs,
             ram_base: self.ram_base,

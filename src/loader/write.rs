@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::place::Placement;
+use crate::arch::BootImages;
 use crate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +33,14 @@ pub fn write(mem: &GuestMemory, what: &'static str, addr: u64, data: &[u8]) -> R
 
 /// Writes the kernel and, when there is one, the initrd at the addresses
 /// the architecture's placement chose.
-pub fn write_kernel_and_initrd(
+pub fn write_placed(
     mem: &GuestMemory,
-    kernel: (u64, &[u8]),
-    initrd: Option<(u64, &[u8])>,
+    at: &Placement,
+    images: &BootImages<'_>,
 ) -> Result<(), Error> {
-    write(mem, "kernel", kernel.0, kernel.1)?;
-    match initrd {
-        Some((addr, data)) => write(mem, "initrd", addr, data),
+    write(mem, "kernel", at.kernel, images.kernel)?;
+    match at.initrd.zip(images.initrd) {
+        Some(((addr, _), data)) => write(mem, "initrd", addr, data),
         None => Ok(()),
     }
 }
@@ -68,16 +70,36 @@ mod tests {
         GuestMemory::from_ranges(&[(GuestAddress(0x1000), 0x1000)]).unwrap()
     }
 
+    fn placed(
+        kernel: &'static [u8],
+        initrd: (u64, &'static [u8]),
+    ) -> (Placement, BootImages<'static>) {
+        let at = Placement {
+            kernel: 0x1000,
+            kernel_end: 0x1000 + kernel.len() as u64,
+            fdt: 0x1f00,
+            initrd: Some((initrd.0, initrd.1.len() as u64)),
+        };
+        let images = BootImages {
+            kernel,
+            initrd: Some(initrd.1),
+            cmdline: "",
+        };
+        (at, images)
+    }
+
     #[test]
     fn images_land_where_placed_and_outside_ram_is_one_error() {
         let m = mem();
-        write_kernel_and_initrd(&m, (0x1000, b"kern"), Some((0x1800, b"rd"))).unwrap();
+        let (at, images) = placed(b"kern", (0x1800, b"rd"));
+        write_placed(&m, &at, &images).unwrap();
         let mut buf = [0u8; 4];
         m.read_slice(&mut buf, GuestAddress(0x1000)).unwrap();
         assert_eq!(&buf, b"kern");
         m.read_slice(&mut buf[..2], GuestAddress(0x1800)).unwrap();
         assert_eq!(&buf[..2], b"rd");
-        let e = write_kernel_and_initrd(&m, (0x1000, b"k"), Some((0x3000, b"rd"))).unwrap_err();
+        let (at, images) = placed(b"k", (0x3000, b"rd"));
+        let e = write_placed(&m, &at, &images).unwrap_err();
         assert!(e.to_string().starts_with("cannot write initrd"), "{e}");
     }
 

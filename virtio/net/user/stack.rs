@@ -139,6 +139,22 @@ struct TcpFlow {
     dead: bool,
 }
 
+impl TcpFlow {
+    /// A flow whose host socket is connected: writable until it says
+    /// otherwise, nothing read or shut yet.
+    fn connected(host: TcpStream, handle: SocketHandle) -> TcpFlow {
+        TcpFlow {
+            host,
+            handle,
+            readable: false,
+            writable: true,
+            host_eof: false,
+            host_shut: false,
+            dead: false,
+        }
+    }
+}
+
 enum Kind {
     /// The host connect is in progress; the guest's SYN (an IPv4 packet)
     /// waits for it.

@@ -185,15 +185,7 @@ impl Stack {
         self.flows.insert(
             id,
             Flow {
-                kind: Kind::Tcp(TcpFlow {
-                    host,
-                    handle,
-                    readable: false,
-                    writable: true,
-                    host_eof: false,
-                    host_shut: false,
-                    dead: false,
-                }),
+                kind: Kind::Tcp(TcpFlow::connected(host, handle)),
                 ..flow
             },
         );
@@ -266,15 +258,7 @@ impl Stack {
                 guest,
                 remote: local,
             };
-            let flow = TcpFlow {
-                host,
-                handle,
-                readable: false,
-                writable: true,
-                host_eof: false,
-                host_shut: false,
-                dead: false,
-            };
+            let flow = TcpFlow::connected(host, handle);
             if self.add_flow(key, Kind::Tcp(flow), now).is_err() {
                 self.sockets.remove(handle);
             }
